@@ -1,0 +1,135 @@
+"""The boundary between Hydra and ``train``: run folders, run names, one-line errors, sweep summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trainstudy.errors import UserError
+from trainstudy.train import train, write_json
+
+log = logging.getLogger("trainstudy")
+
+# Overrides that never name a run: where things go, not what is studied.
+NOT_IN_RUN_NAMES = ("hydra/", "hydra.", "data_dir", "paths.", "progress_bar")
+
+
+def sweep_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a sweep varies, read from the overrides the sweep was started with (multirun.yaml)."""
+    try:
+        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+    except (OSError, AttributeError):
+        return None
+    parsed = OverridesParser.create().parse_overrides(list(task))
+    return {o.get_key_element() for o in parsed if o.is_sweep_override()}
+
+
+def run_name(overrides: list[str], varied: set[str] | None) -> str:
+    """A job's readable name: its overrides of the keys the sweep varies (``init=kaiming_normal,seed=1``)."""
+    kept = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith(NOT_IN_RUN_NAMES) or (varied is not None and key not in varied):
+            continue
+        kept.append(item.replace("/", "_"))
+    return ",".join(sorted(kept))
+
+
+def job_paths(cfg: DictConfig) -> None:
+    """Fill ``paths`` from Hydra: a run's tb/ is its own; a sweep's jobs share <sweep>/tb/<run name>."""
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    tb_dir = output_dir / "tb"
+    if hc.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hc.sweep.dir)
+        name = run_name(list(hc.overrides.task), sweep_keys(sweep_dir)) or f"job{hc.job.num}"
+        tb_dir = sweep_dir / "tb" / name
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.tb_dir = str(tb_dir)
+        cfg.paths.multirun = hc.mode == RunMode.MULTIRUN
+
+
+def end_line(result: dict[str, Any]) -> str:
+    """One line: reached / not reached / diverged, best value, where the logs are."""
+    m, target = result["metrics"], result["target"]
+    best = m.get("conv/best_val_acc", m.get("conv/best_val_loss"))
+    if m["conv/diverged"]:
+        head = f"diverged at step {m['conv/diverged_step']}"
+    elif m["conv/reached"]:
+        head = (f"reached {target['metric']} {target['value']:g} at step {m['conv/steps_to_target']} "
+                f"({m['conv/time_to_target_s']:.1f} s)")
+    else:
+        head = f"did not reach {target['metric']} {target['value']:g} in {m['conv/steps']} steps"
+    best_txt = f" · best {best:.4g}" if best is not None else ""
+    tb = Path(result["tb_dir"])
+    return f"{head}{best_txt} · logs: {tb.parent} · tensorboard --logdir {tb}"
+
+
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """What ``python train.py`` does for one job. A user's mistake ends in one line, never a traceback.
+
+    In a sweep, a job that fails is recorded (metrics.json with status "failed" and the reason) and the
+    sweep goes on; the summary at the end says which failed and sets the exit status.
+    """
+    job_paths(cfg)
+    try:
+        result = train(cfg)
+    except UserError as e:
+        if not cfg.paths.multirun:
+            log.error("error: %s", e)
+            sys.exit(2)
+        return _record_failure(cfg, str(e))
+    except Exception as e:  # noqa: BLE001 - a sweep never loses its other jobs to one job's crash
+        if not cfg.paths.multirun:
+            raise
+        log.exception("job failed")
+        return _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0])
+    log.info(end_line(result))
+    return result
+
+
+def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
+    log.error("job failed: %s", reason)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"status": "failed", "error": reason, "overrides": list(HydraConfig.get().overrides.task)}
+    write_json(out / "metrics.json", result)
+    return result
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: a short table of its jobs and the command that opens TensorBoard on it."""
+
+    failed = False
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = []
+        for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
+            result = json.loads(path.read_text())
+            status = result.get("status", "?")
+            m = result.get("metrics", {})
+            best = m.get("conv/best_val_acc", m.get("conv/best_val_loss"))
+            steps = m.get("conv/steps_to_target")
+            head = result.get("error", "") if status == "failed" else (
+                f"steps_to_target={steps if steps is not None else 'not reached'}"
+                + (f" best={best:.4g}" if best is not None else ""))
+            rows.append(f"  {path.parent.name:<48} {status:<9} {head}")
+            SweepSummary.failed |= status == "failed"
+        log.info("sweep %s: %d jobs\n%s\ntensorboard --logdir %s", sweep_dir, len(rows), "\n".join(rows),
+                 sweep_dir / "tb")
+
+
+def exit_status() -> int:
+    """Non-zero when a job of the sweep this process ran failed."""
+    return 1 if SweepSummary.failed else 0

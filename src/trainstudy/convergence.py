@@ -1,0 +1,167 @@
+"""How fast a run converges: the per-step loss, validation at a fixed step interval, and the conv/* metrics.
+
+Step k means "after k optimizer updates": train/loss at step k is the loss of the k-th batch, the
+validation at step k is taken after k updates (step 0 = at init). The per-step losses stay on the
+device and are read back every ``flush_every`` steps, so training pays no host sync per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+def reached(metric: str, value: float, target: float) -> bool:
+    """val/acc reaches a target from below, val/loss from above."""
+    return value >= target if metric == "val/acc" else value <= target
+
+
+def steps_to_target(curve: list[dict[str, float]], metric: str, target: float) -> int | None:
+    """First validation step whose metric reaches the target, or None."""
+    return next((p["step"] for p in curve if reached(metric, p[metric], target)), None)
+
+
+@dataclass
+class ConvergenceState:
+    """Everything the tracker has measured; a plain dict of it goes into checkpoints and metrics.json."""
+
+    losses: list[float] = field(default_factory=list)       # train/loss at steps 1..n
+    samples: list[int] = field(default_factory=list)        # samples seen after steps 1..n
+    curve: list[dict[str, float]] = field(default_factory=list)  # {step, val/loss, val/acc}
+    train_time_s: float = 0.0                               # training wall time, validation excluded
+    reached_step: int | None = None
+    reached_samples: int | None = None
+    reached_time_s: float | None = None
+    diverged_step: int | None = None
+
+
+class ConvergenceTracker(Callback):
+    """Validates every ``val_every_n_steps``, logs train/loss per step, detects divergence and the target."""
+
+    def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, classification: bool, target_metric: str,
+                 target_value: float, val_every_n_steps: int, flush_every: int = 50, stop_on_reach: bool = False):
+        self.x_val, self.y_val = x_val, y_val
+        self.metric = target_metric
+        self.classification = classification
+        self.target = target_value
+        self.val_every = val_every_n_steps
+        self.flush_every = flush_every
+        self.stop_on_reach = stop_on_reach
+        self.state = ConvergenceState()
+        self._pending: list[torch.Tensor] = []
+        self._samples = 0
+        self._clock: float | None = None
+
+    # --- timing: training wall time only ------------------------------------------------------------
+    def _sync(self, module: L.LightningModule) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def _pause(self, module: L.LightningModule) -> None:
+        self._sync(module)
+        if self._clock is not None:
+            self.state.train_time_s += time.perf_counter() - self._clock
+            self._clock = None
+
+    def _resume(self) -> None:
+        self._clock = time.perf_counter()
+
+    # --- Lightning hooks ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.x_val, self.y_val = self.x_val.to(module.device), self.y_val.to(module.device)
+        self._samples = self.state.samples[-1] if self.state.samples else 0
+        if not self.state.curve:
+            self._validate(trainer, module, step=0)
+        self._resume()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._pending.append(loss.detach())
+        self._samples += len(batch[0])
+        self.state.samples.append(self._samples)
+        step = trainer.global_step
+        if step % self.val_every == 0:
+            self._pause(module)
+            if self._flush(trainer):
+                self._validate(trainer, module, step)
+            self._resume()
+        elif len(self._pending) >= self.flush_every:
+            self._flush(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._pause(module)
+        if self._flush(trainer) and self.state.curve[-1]["step"] != trainer.global_step:
+            self._validate(trainer, module, trainer.global_step)
+
+    # --- the work -------------------------------------------------------------------------------------
+    def _flush(self, trainer: L.Trainer) -> bool:
+        """Read the pending losses back (one sync), log them, stop at the first non-finite one.
+
+        Returns False once the run has diverged.
+        """
+        if self.state.diverged_step is not None:
+            self._pending.clear()
+            return False
+        if not self._pending:
+            return True
+        values = torch.stack(self._pending).float().tolist()
+        self._pending.clear()
+        first = len(self.state.losses) + 1
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                self.state.diverged_step = first + i
+                del self.state.samples[first + i - 1:]
+                trainer.should_stop = True
+                return False
+            self.state.losses.append(value)
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({"train/loss": value}, step=first + i)
+        return True
+
+    def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
+        loss, acc = module.evaluate(self.x_val, self.y_val)
+        point = {"step": step, "val/loss": loss}
+        if self.classification:
+            point["val/acc"] = acc
+        self.state.curve.append(point)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step)
+        value = point[self.metric]
+        if not math.isfinite(value) and self.state.diverged_step is None:
+            self.state.diverged_step = step
+            trainer.should_stop = True
+        elif self.state.reached_step is None and reached(self.metric, value, self.target):
+            self.state.reached_step = step
+            self.state.reached_samples = self.state.samples[step - 1] if step else 0
+            self.state.reached_time_s = self.state.train_time_s
+            if self.stop_on_reach:
+                trainer.should_stop = True
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""
+        s = self.state
+        finite = [p for p in s.curve if all(math.isfinite(v) for v in p.values())]
+        out: dict[str, float | int | None] = {
+            "conv/reached": int(s.reached_step is not None),
+            "conv/steps_to_target": s.reached_step,
+            "conv/samples_to_target": s.reached_samples,
+            "conv/time_to_target_s": s.reached_time_s,
+            "conv/loss_auc": sum(s.losses) / len(s.losses) if s.losses else None,
+            "conv/final_val_loss": s.curve[-1]["val/loss"] if s.curve else None,
+            "conv/diverged": int(s.diverged_step is not None),
+            "conv/diverged_step": s.diverged_step,
+            "conv/steps": len(s.losses) if s.diverged_step is None else s.diverged_step,
+            "conv/train_time_s": s.train_time_s,
+        }
+        if self.classification:
+            out["conv/best_val_acc"] = max((p["val/acc"] for p in finite), default=None)
+            out["conv/final_val_acc"] = s.curve[-1]["val/acc"] if s.curve else None
+        else:
+            out["conv/best_val_loss"] = min((p["val/loss"] for p in finite), default=None)
+        return out

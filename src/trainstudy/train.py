@@ -1,0 +1,181 @@
+"""One training run: ``train(cfg) -> metrics``, testable without Hydra's entry point."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from trainstudy.convergence import ConvergenceTracker
+from trainstudy.data import DataSplits, load_data, validate_data_cfg
+from trainstudy.datamodule import StudyDataModule
+from trainstudy.errors import UserError
+from trainstudy.inits import apply_init, validate_init
+from trainstudy.losses import build_loss, out_features, validate_loss
+from trainstudy.models import build_model, validate_model
+from trainstudy.module import StudyModule
+
+log = logging.getLogger("trainstudy")
+
+# We log through the tracker, not self.log, and feed batches from device tensors, not a DataLoader:
+# Lightning's advice about its own logging interval and loaders does not apply.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+def task_of(data_cfg: DictConfig) -> str:
+    """The task a data config declares (binary when it names positive classes)."""
+    if data_cfg.get("task") == "regression":
+        return "regression"
+    return "binary" if data_cfg.get("positive_classes") else "multiclass"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no data: run before anything is loaded."""
+    validate_data_cfg(cfg.data)
+    validate_model(cfg.model)
+    validate_init(cfg.init)
+    validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
+    lr = cfg.optim.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+        raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
+    n = cfg.val_every_n_steps
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"val_every_n_steps must be a whole number >= 1, got {n!r} (e.g. val_every_n_steps=10)")
+    for key in ("max_epochs", "max_steps"):
+        value = cfg.trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value == 0 or value < -1):
+            raise UserError(f"trainer.{key} must be a whole number >= 1 (or -1 for no limit), got {value!r}")
+    metric = cfg.target.get("metric")
+    if metric not in (None, "val/acc", "val/loss") or (metric == "val/acc" and task_of(cfg.data) == "regression"):
+        raise UserError(f"target.metric must be val/acc (classification) or val/loss, got {metric!r}")
+    target = cfg.target.get("value")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)):
+            raise UserError(f"target.value must be a number, got {target!r}")
+        if target_metric(cfg) == "val/acc" and not 0 < target <= 1:
+            raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
+
+
+def target_metric(cfg: DictConfig) -> str:
+    """val/acc for classification, val/loss for regression, unless target.metric says otherwise."""
+    return cfg.target.get("metric") or ("val/loss" if task_of(cfg.data) == "regression" else "val/acc")
+
+
+def hparams(cfg: DictConfig, splits: DataSplits | None = None) -> dict[str, Any]:
+    """The flat hparams of a run: what a sweep's table is sorted by in TensorBoard and the report."""
+    init_params = {f"init.{k}": v for k, v in cfg.init.items()
+                   if k != "name" and isinstance(v, (int, float, str, bool)) and v is not None}
+    return {
+        "data": cfg.data.name,
+        "source": splits.source if splits else cfg.data.get("source", ""),
+        "task": task_of(cfg.data),
+        "model": cfg.model.name,
+        "depth": cfg.model.get("depth", 0),
+        "width": cfg.model.get("width", 0),
+        "activation": cfg.model.get("activation", "linear"),
+        "init": cfg.init.name,
+        **init_params,
+        "loss": cfg.loss.name,
+        "optim": cfg.optim._target_.rsplit(".", 1)[-1].lower(),
+        "lr": cfg.optim.lr,
+        "batch_size": cfg.data.batch_size,
+        "seed": cfg.seed,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf are not JSON: write them as null (a diverged run's losses)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a reader (the report on a sweep in progress) never sees half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, float | None]]:
+    """Model, init, loss and optimizer for loaded data; returns the module and each layer's aimed-for std."""
+    task = task_of(cfg.data)
+    loss = build_loss(cfg.loss, task, splits.num_classes)
+    target_dim = splits.y_train.shape[1] if task == "regression" else 1
+    model = build_model(cfg.model, splits.input_shape,
+                        out_features(cfg.loss.name, task, splits.num_classes, target_dim))
+    lsuv_batch = splits.x_train[: cfg.data.batch_size] if cfg.init.name == "lsuv" else None
+    targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
+    return StudyModule(model, loss, instantiate(cfg.optim)), targets
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, load, build, initialize, train; write metrics.json; return the metrics."""
+    validate(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    tb_dir = Path(cfg.paths.tb_dir) if cfg.paths.get("tb_dir") else out_dir / "tb"
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    t0 = time.perf_counter()
+    splits = load_data(cfg.data, cfg.data_dir)
+    data_time = time.perf_counter() - t0
+    task = task_of(cfg.data)
+    module, _ = build(cfg, splits)
+
+    target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
+    tracker = ConvergenceTracker(splits.x_val, splits.y_val, classification=task != "regression",
+                                 target_metric=target_metric(cfg), target_value=target_value, val_every_n_steps=cfg.val_every_n_steps,
+                                 flush_every=cfg.log_every_n_steps, stop_on_reach=cfg.target.stop_on_reach)
+    logger = instantiate(cfg.logger, save_dir=str(tb_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=[tracker],
+        enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
+        enable_model_summary=False, enable_checkpointing=False,
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
+        default_root_dir=str(out_dir))
+    n_params = sum(p.numel() for p in module.parameters())
+    log.info("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
+             len(splits.x_val), task)
+    log.info("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
+             cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
+             cfg.seed, trainer.strategy.root_device)
+    log.info("run folder %s", out_dir)
+
+    trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed))
+
+    metrics = tracker.summary()
+    params = hparams(cfg, splits)
+    if logger is not None and hasattr(logger, "log_hyperparams"):
+        logger.log_hyperparams(params, {k: v for k, v in metrics.items() if v is not None})
+        logger.finalize("success")
+    result = {
+        "status": "diverged" if metrics["conv/diverged"] else "ok",
+        "hparams": params,
+        "metrics": metrics,
+        "target": {"metric": tracker.metric, "value": target_value},
+        "curve": tracker.state.curve,
+        "train_loss": tracker.state.losses,
+        "data_time_s": data_time,
+        "tb_dir": str(tb_dir),
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "device": str(trainer.strategy.root_device),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", result)
+    return result

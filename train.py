@@ -1,0 +1,18 @@
+"""Entry point: ``python train.py init=kaiming loss=ce`` (one run) or ``python train.py -m ...`` (a sweep)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from trainstudy.cli import exit_status, run
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(exit_status())
