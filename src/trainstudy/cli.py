@@ -57,6 +57,7 @@ def job_paths(cfg: DictConfig) -> None:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)
         cfg.paths.multirun = hc.mode == RunMode.MULTIRUN
+        cfg.paths.overrides = list(hc.overrides.task)
 
 
 def end_line(result: dict[str, Any]) -> str:

@@ -166,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.finalize("success")
     result = {
         "status": "diverged" if metrics["conv/diverged"] else "ok",
+        "overrides": list(cfg.paths.get("overrides") or []),
         "hparams": params,
         "metrics": metrics,
         "target": {"metric": tracker.metric, "value": target_value},
