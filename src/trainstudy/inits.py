@@ -267,6 +267,7 @@ class _StopForward(Exception):
     pass
 
 
+@torch.no_grad()
 def apply_lsuv(model: nn.Module, batch: torch.Tensor, tol: float = 0.02, max_iter: int = 20) -> dict[str, float]:
     """Layer-sequential unit variance (Mishkin & Matas 2016): aims for Var(layer output) = 1 on ``batch``.
 

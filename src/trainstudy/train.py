@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainstudy.convergence import ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule
+from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
@@ -125,8 +126,30 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     return StudyModule(model, loss, instantiate(cfg.optim)), targets
 
 
+def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | int | None], step: int) -> None:
+    """Fill TensorBoard's HParams tab: every conv/* name is listed, values logged only where measured.
+
+    (Lightning's log_hyperparams wants a value for every metric; a target never reached has none.)
+    """
+    measured = {k: v for k, v in metrics.items() if v is not None}
+    logger.log_metrics(measured, step=step)
+    experiment = getattr(logger, "experiment", None)
+    if not hasattr(experiment, "_get_file_writer"):
+        logger.log_hyperparams(params)
+        return
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    for summary in hparams_summary(params, dict.fromkeys(metrics, 0.0)):
+        experiment._get_file_writer().add_summary(summary)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, load, build, initialize, train; write metrics.json; return the metrics."""
+    """Validate, load, build, initialize, train; write metrics.json; return its content."""
+    return fit(cfg)[0]
+
+
+def fit(cfg: DictConfig) -> tuple[dict[str, Any], StudyModule]:
+    """``train``, also returning the trained module (tests look at its weights)."""
     validate(cfg)
     out_dir = Path(cfg.paths.output_dir)
     tb_dir = Path(cfg.paths.tb_dir) if cfg.paths.get("tb_dir") else out_dir / "tb"
@@ -136,15 +159,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     splits = load_data(cfg.data, cfg.data_dir)
     data_time = time.perf_counter() - t0
     task = task_of(cfg.data)
-    module, _ = build(cfg, splits)
+    module, weight_std_target = build(cfg, splits)
 
     target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
     tracker = ConvergenceTracker(splits.x_val, splits.y_val, classification=task != "regression",
-                                 target_metric=target_metric(cfg), target_value=target_value, val_every_n_steps=cfg.val_every_n_steps,
-                                 flush_every=cfg.log_every_n_steps, stop_on_reach=cfg.target.stop_on_reach)
+                                 target_metric=target_metric(cfg), target_value=target_value,
+                                 val_every_n_steps=cfg.val_every_n_steps, flush_every=cfg.log_every_n_steps,
+                                 stop_on_reach=cfg.target.stop_on_reach)
+    callbacks: list[L.Callback] = [tracker]
+    diagnostics = None
+    if cfg.diagnostics:
+        batch = slice(0, cfg.data.batch_size)
+        diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
+                                      grad_norm_every=cfg.log_every_n_steps)
+        callbacks.append(diagnostics)
     logger = instantiate(cfg.logger, save_dir=str(tb_dir))
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=[tracker],
+        cfg.trainer, logger=logger, callbacks=callbacks,
         enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
         enable_model_summary=False, enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
@@ -161,8 +192,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = tracker.summary()
     params = hparams(cfg, splits)
-    if logger is not None and hasattr(logger, "log_hyperparams"):
-        logger.log_hyperparams(params, {k: v for k, v in metrics.items() if v is not None})
+    if logger is not None:
+        log_hparams(logger, params, metrics, step=trainer.global_step)
         logger.finalize("success")
     result = {
         "status": "diverged" if metrics["conv/diverged"] else "ok",
@@ -172,6 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "target": {"metric": tracker.metric, "value": target_value},
         "curve": tracker.state.curve,
         "train_loss": tracker.state.losses,
+        "diagnostics": {"layers": diagnostics.layers} if diagnostics else None,
         "data_time_s": data_time,
         "tb_dir": str(tb_dir),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
@@ -179,4 +211,4 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)
-    return result
+    return result, module

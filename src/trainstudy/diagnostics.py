@@ -1,0 +1,145 @@
+"""The literature's pictures of initialization, made by every run.
+
+At step 0, on one training batch: per Linear/Conv layer the mean and std of its pre-activations and of
+the activations after it, and the std and norm of its weight gradient — logged with the layer number as
+the TensorBoard step, so TensorBoard draws std against depth (Glorot & Bengio 2010, fig. 3 and 6;
+He et al. 2015, fig. 2). Next to them, the weight std measured against the std the strategy aims for.
+During training: per-layer gradient norms at an interval (Lightning's ``grad_norm``). At the end: weight
+histograms and each hidden layer's numerical rank, where a symmetric (constant) init shows as rank 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import grad_norm
+from torch import nn
+
+from trainstudy.inits import INIT_LAYERS, init_layers
+from trainstudy.losses import StudyLoss
+from trainstudy.models import ACTIVATIONS
+
+ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
+
+
+def _activation_after(model: nn.Module, layer: nn.Module) -> nn.Module | None:
+    """The activation module that follows ``layer`` in a Sequential model (None for the output layer)."""
+    children = list(model.children())
+    if layer not in children:
+        return None
+    for child in children[children.index(layer) + 1:]:
+        if isinstance(child, ACTIVATION_TYPES):
+            return child
+        if isinstance(child, INIT_LAYERS):
+            return None
+    return None
+
+
+def layer_statistics(model: nn.Module, loss: StudyLoss, x: torch.Tensor, y: torch.Tensor,
+                     weight_std_target: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """Forward and backward on one batch; one dict of statistics per Linear/Conv layer, in forward order.
+
+    Leaves no gradients behind and draws no random numbers: training goes on exactly as without it.
+    """
+    layers = list(init_layers(model))
+    seen: dict[str, dict[str, torch.Tensor]] = {name: {} for name, _ in layers}
+    handles = []
+    for name, layer in layers:
+        handles.append(layer.register_forward_hook(
+            lambda _m, _i, out, name=name: seen[name].__setitem__("preact", out.detach())))
+        act = _activation_after(model, layer)
+        if act is not None:
+            handles.append(act.register_forward_hook(
+                lambda _m, _i, out, name=name: seen[name].__setitem__("act", out.detach())))
+    try:
+        model.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for index, (name, layer) in enumerate(layers, start=1):
+        pre = seen[name]["preact"]
+        act = seen[name].get("act", pre)
+        grad = layer.weight.grad
+        target = (weight_std_target or {}).get(name)
+        rows.append({
+            "index": index, "name": name, "kind": type(layer).__name__,
+            "preact_mean": pre.mean(), "preact_std": pre.std(),
+            "act_mean": act.mean(), "act_std": act.std(),
+            "grad_std": grad.std(), "grad_norm": grad.norm(),
+            "weight_std": layer.weight.detach().std(),
+            "weight_std_target": target,
+        })
+    model.zero_grad(set_to_none=True)
+    # one host sync for the whole table
+    keys = [k for k, v in rows[0].items() if isinstance(v, torch.Tensor)]
+    values = torch.stack([torch.stack([r[k].float() for k in keys]) for r in rows]).tolist()
+    for row, vals in zip(rows, values):
+        row.update(zip(keys, vals))
+    return rows
+
+
+def weight_ranks(model: nn.Module) -> dict[str, int | None]:
+    """Numerical rank (torch.linalg.matrix_rank's default tolerance) of each hidden layer's weight matrix.
+
+    None for a weight that is no longer finite (a diverged run): it has no rank to speak of.
+    """
+    ranks: dict[str, int | None] = {}
+    for name, layer in list(init_layers(model))[:-1]:
+        w = layer.weight.detach().flatten(1).float()
+        ranks[name] = int(torch.linalg.matrix_rank(w)) if torch.isfinite(w).all() else None
+    return ranks
+
+
+class InitDiagnostics(Callback):
+    """Step-0 layer statistics, gradient norms every ``grad_norm_every`` steps, end-of-run histograms and ranks."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, weight_std_target: dict[str, float | None],
+                 grad_norm_every: int = 50):
+        self.x, self.y, self.targets = x, y, weight_std_target
+        self.grad_norm_every = grad_norm_every
+        self.layers: list[dict[str, Any]] = []
+
+    def _tensorboard(self, trainer: L.Trainer) -> Any | None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        return experiment if hasattr(experiment, "add_histogram") else None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.layers:  # resumed: step 0 is behind us
+            return
+        x, y = self.x.to(module.device), self.y.to(module.device)
+        self.layers = layer_statistics(module.model, module.loss, x, y, self.targets)
+        if trainer.logger is not None:
+            for row in self.layers:
+                trainer.logger.log_metrics(
+                    {f"init/{k}": v for k, v in row.items() if k not in ("index", "name", "kind") and v is not None},
+                    step=row["index"])
+        self._histograms(trainer, module, step=0)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
+        step = trainer.global_step + 1  # the update about to happen
+        if trainer.logger is not None and step % self.grad_norm_every == 0:
+            norms = grad_norm(module.model, norm_type=2)
+            trainer.logger.log_metrics({f"grad/{k.split('/', 1)[-1]}": float(v) for k, v in norms.items()},
+                                       step=step)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        ranks = weight_ranks(module.model)
+        for row in self.layers:
+            row["weight_rank"] = ranks.get(row["name"])
+            if row["weight_rank"] is not None and trainer.logger is not None:
+                trainer.logger.log_metrics({"diag/weight_rank": row["weight_rank"]}, step=row["index"])
+        self._histograms(trainer, module, step=trainer.global_step)
+
+    def _histograms(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
+        tb = self._tensorboard(trainer)
+        if tb is None:
+            return
+        for name, layer in init_layers(module.model):
+            if not torch.isfinite(layer.weight).all():
+                continue
+            tb.add_histogram(f"weights/{name}", layer.weight.detach().float().cpu(), global_step=step)
