@@ -158,3 +158,12 @@ def test_inspect_init_prints_the_tutorial_layer_and_the_aim() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("7.7000, 7.7000") == 4  # the tutorial's Linear(2, 4) filled with 7.7
     assert "std 0.00000  aim 0.00000" in proc.stdout
+
+
+def test_inspect_init_depth_table_runs_lsuv_on_a_batch() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_init.py"), "init=lsuv", "--depth", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[-6:]]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(abs(float(r[1]) ** 2 - 1) < 0.02 for r in rows)  # LSUV: unit output variance per layer
