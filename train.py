@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trainstudy.cli import exit_status, run
+from trainstudy.errors import install_hydra_one_line_errors
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -14,5 +15,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    install_hydra_one_line_errors()
     main()
     sys.exit(exit_status())

@@ -1,4 +1,22 @@
-"""The one exception a user's mistake raises: caught at the boundary and printed as one line."""
+"""A user's mistake ends in one line that says what to type instead, and a non-zero exit.
+
+``UserError`` is what our own checks raise. Hydra's composition errors (an unknown option, an unknown key,
+an override it cannot parse) are reported by Hydra itself in several lines with a traceback hint; they are
+translated here into the same one-line form. ``HYDRA_FULL_ERROR=1`` keeps Hydra's full report.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_USER_ERROR = 2
+# What creating a run folder or a cache file in the wrong place raises.
+WRITE_ERRORS = (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.ENOENT, errno.ENOSPC, errno.EEXIST)
 
 
 class UserError(Exception):
@@ -6,3 +24,65 @@ class UserError(Exception):
 
     The message is one line that names the problem and says what to type instead.
     """
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for a Hydra error a user caused, or None when it is not one of those."""
+    from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        options = sorted(o for o in exc.options)
+        return (f"unknown {group} option {name!r}{_did_you_mean(name, options)}; "
+                f"choose one of: {', '.join(options)}")
+    if isinstance(exc, OverrideParseException):
+        return f"cannot read an override: {str(exc).splitlines()[0]} (form: key=value, e.g. init.std=0.01)"
+    if isinstance(exc, CompactHydraException):
+        first = str(exc).splitlines()[0]
+        cause = str(exc.__cause__).splitlines()[0] if exc.__cause__ else ""
+        if "is not in struct" in cause or "Key '" in cause:
+            key = first.split("'")[1] if first.count("'") >= 2 else ""
+            return (f"unknown key {key!r}: {cause}; `python train.py --cfg job` lists every key "
+                    f"(to add a new one on purpose: +{key}=...)")
+        return f"{first} {cause}".strip()
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS and exc.filename:
+        return (f"cannot write to {exc.filename}: {os.strerror(exc.errno)}; choose a writable folder "
+                "(hydra.run.dir=... / hydra.sweep.dir=..., or data_dir=...)")
+    return None
+
+
+def report_user_errors(func: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a function so that a user's mistake exits with one line on stderr instead of a traceback."""
+
+    def wrapped() -> Any:
+        try:
+            return func()
+        except UserError as e:
+            message = str(e)
+        except Exception as e:  # noqa: BLE001 - translated where it is a user's mistake, re-raised otherwise
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or (message := explain(e)) is None:
+                raise
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(EXIT_USER_ERROR)
+
+    return wrapped
+
+
+def install_hydra_one_line_errors() -> None:
+    """Route Hydra's own error reporting through ``report_user_errors`` (composition happens inside it)."""
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_trainstudy", False):
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        return original(report_user_errors(func))
+
+    run_and_report._trainstudy = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
