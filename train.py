@@ -5,8 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from trainstudy.cli import exit_status, run
-from trainstudy.errors import install_hydra_one_line_errors
+from trainstudy.cli import command_line, exit_status, run
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -15,6 +14,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    install_hydra_one_line_errors()
+    sys.argv[1:] = command_line(sys.argv[1:])
     main()
     sys.exit(exit_status())

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import CONF
+from conftest import CONF, make_cfg
 from test_train import cli
-from trainstudy.errors import explain
+from trainstudy import datasets
+from trainstudy.errors import UserError, explain
+from trainstudy.train import train
 
 
 def compose_error(overrides: list[str]) -> Exception:
@@ -52,3 +55,67 @@ def test_cli_output_folder_not_writable(tmp_path: Path, data_dir: Path) -> None:
     proc = cli([f"hydra.run.dir={blocker}/run", "data=digits"], tmp_path, data_dir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"error: cannot write to {blocker}/run" in proc.stderr
+
+
+def corrupt_idx(data_dir: Path) -> None:
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 7)  # header cut short
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x05")
+
+
+def corrupt_cifar(data_dir: Path) -> None:
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"not a pickle")
+
+
+# Issue 6's list of bad inputs that our own checks answer (Hydra's own — unknown option/key — are tested above).
+BAD_INPUTS = [
+    ("3 wrong type", ["init=normal", "init.std=abc"], None, "init.std must be a number"),
+    ("3 wrong type", ["optim.lr=-1"], None, "optim.lr must be a number > 0"),
+    ("3 wrong type", ["trainer.max_epochs=0"], None, "trainer.max_epochs must be a whole number >= 1"),
+    ("4 std<=0", ["init=normal", "init.std=0"], None, "init.std must be > 0"),
+    ("4 uniform a>=b", ["init=uniform", "init.a=1", "init.b=0"], None, "init.a < init.b"),
+    ("4 trunc a>=b", ["init=trunc_normal", "init.a=2", "init.b=1"], None, "init.a < init.b"),
+    ("4 mode", ["init=kaiming_normal", "init.mode=fan_avg"], None, "fan_in or fan_out"),
+    ("4 nonlinearity", ["init=kaiming_uniform", "init.nonlinearity=swish"], None, "unknown init.nonlinearity"),
+    ("5 fixed shape", ["init=fixed", "init.weight=[[1.0]]"], None, "has shape [1, 1] but layer"),
+    ("5 fixed layer", ["init=fixed", "init.layer=9", "init.weight=[[1.0]]"], None, "is not a layer of this model"),
+    ("6 ce on regression", ["data=regression", "loss=ce"], None, "loss=ce does not fit the regression task"),
+    ("6 bce on regression", ["data=diabetes", "loss=bce"], None, "loss=bce does not fit the regression task"),
+    ("7 empty", ["data.positive_classes=[]"], None, "data.positive_classes is empty"),
+    ("7 every class", ["data.positive_classes=[0,1,2,3,4,5,6,7,8,9]"], None, "covers every class"),
+    ("7 missing class", ["data.positive_classes=[3,12]"], None, "names [12], which digits lacks"),
+    ("8 no mnist", ["data=mnist", "data.source=full"], None, "MNIST is not in"),
+    ("9 corrupt idx", ["data=mnist", "data.source=full"], corrupt_idx, "train-images-idx3-ubyte"),
+    ("9 corrupt cifar", ["data=cifar10"], corrupt_cifar, "cannot read CIFAR-10 batch"),
+    ("10 data_dir", ["data_dir={blocker}/data"], None, "cannot be created"),
+    ("11 target", ["target.value=1.5"], None, "must lie in (0, 1]"),
+    ("12 memory", ["model.width=2000000"], None, "more than the"),
+    ("13 gpu", ["trainer=gpu"], None, "has no GPU"),
+]
+
+
+@pytest.mark.parametrize(("case", "overrides", "prepare", "needle"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_before_training(case: str, overrides: list[str], prepare, needle: str,
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if case.startswith("13") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (tmp_path / "blocker").write_text("")
+    if prepare:
+        prepare(data_dir)
+
+    def no_network(*_a: object, **_k: object) -> None:
+        raise OSError("no network (test)")
+
+    monkeypatch.setattr(datasets, "download", no_network)
+    args = ["data=digits", f"data_dir={data_dir}", *[o.format(blocker=tmp_path / "blocker") for o in overrides]]
+    cfg = make_cfg(args, tmp_path)
+    with pytest.raises(UserError) as err:
+        train(cfg)
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()  # nothing that looks like a finished run

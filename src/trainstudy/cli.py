@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainstudy.errors import UserError
-from trainstudy.train import train, write_json
+from trainstudy.errors import EXIT_USER_ERROR, UserError, install_hydra_one_line_errors, report_user_errors
+from trainstudy.resume import resume_argv
+from trainstudy.train import RunInterrupted, train, write_json
 
 log = logging.getLogger("trainstudy")
 
@@ -23,14 +26,23 @@ log = logging.getLogger("trainstudy")
 NOT_IN_RUN_NAMES = ("hydra/", "hydra.", "data_dir", "paths.", "progress_bar")
 
 
-def sweep_keys(sweep_dir: Path) -> set[str] | None:
-    """The keys a sweep varies, read from the overrides the sweep was started with (multirun.yaml)."""
+def sweep_plan(sweep_dir: Path) -> dict[str, Override] | None:
+    """A sweep's overrides by key, read from multirun.yaml: a preset's ``hydra.sweeper.params``, then the
+    command line's, which wins (as in Hydra's basic sweeper)."""
     try:
-        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        task = list(hydra_cfg.overrides.task)
     except (OSError, AttributeError):
         return None
-    parsed = OverridesParser.create().parse_overrides(list(task))
-    return {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    params = hydra_cfg.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + task
+    return {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
+
+
+def sweep_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a sweep varies (its sweep overrides, from the command line or a preset)."""
+    plan = sweep_plan(sweep_dir)
+    return None if plan is None else {key for key, o in plan.items() if o.is_sweep_override()}
 
 
 def run_name(overrides: list[str], varied: set[str] | None) -> str:
@@ -88,15 +100,25 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     except UserError as e:
         if not cfg.paths.multirun:
             log.error("error: %s", e)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
         return _record_failure(cfg, str(e))
+    except RunInterrupted as e:  # the process is being stopped: a sweep stops with it
+        log.warning("%s", e)
+        sys.exit(128 + getattr(signal, e.signal_name))
     except Exception as e:  # noqa: BLE001 - a sweep never loses its other jobs to one job's crash
         if not cfg.paths.multirun:
             raise
         log.exception("job failed")
-        return _record_failure(cfg, f"{type(e).__name__}: {e}".splitlines()[0])
+        return _record_failure(cfg, reason(e))
     log.info(end_line(result))
     return result
+
+
+def reason(e: BaseException) -> str:
+    """An error's one-line reason: its root cause (instantiate wraps errors in InstantiationException)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
@@ -129,6 +151,12 @@ class SweepSummary(Callback):
             SweepSummary.failed |= status == "failed"
         log.info("sweep %s: %d jobs\n%s\ntensorboard --logdir %s", sweep_dir, len(rows), "\n".join(rows),
                  sweep_dir / "tb")
+
+
+def command_line(argv: list[str]) -> list[str]:
+    """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
+    install_hydra_one_line_errors()
+    return report_user_errors(lambda: resume_argv(argv))()
 
 
 def exit_status() -> int:

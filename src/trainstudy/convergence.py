@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning as L
@@ -81,17 +81,19 @@ class ConvergenceTracker(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        # a batch is a list of optimizer steps (see DeviceBatches), each with its loss
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._pending.append(loss.detach())
-        self._samples += len(batch[0])
-        self.state.samples.append(self._samples)
+        self._pending.append(loss.detach().reshape(-1))
+        for x, _ in batch:
+            self._samples += len(x)
+            self.state.samples.append(self._samples)
         step = trainer.global_step
         if step % self.val_every == 0:
             self._pause(module)
             if self._flush(trainer):
                 self._validate(trainer, module, step)
             self._resume()
-        elif len(self._pending) >= self.flush_every:
+        elif sum(map(len, self._pending)) >= self.flush_every:
             self._flush(trainer)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -99,7 +101,21 @@ class ConvergenceTracker(Callback):
         if self._flush(trainer) and self.state.curve[-1]["step"] != trainer.global_step:
             self._validate(trainer, module, trainer.global_step)
 
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._pause(module)
+        self.flush(trainer)  # an interrupted run keeps every loss it computed (and its checkpoint has them)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self.state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.state = ConvergenceState(**state_dict)
+
     # --- the work -------------------------------------------------------------------------------------
+    def flush(self, trainer: L.Trainer) -> bool:
+        """Log the losses still on the device (see _flush); before a checkpoint so both agree on the step."""
+        return self._flush(trainer)
+
     def _flush(self, trainer: L.Trainer) -> bool:
         """Read the pending losses back (one sync), log them, stop at the first non-finite one.
 
@@ -110,7 +126,7 @@ class ConvergenceTracker(Callback):
             return False
         if not self._pending:
             return True
-        values = torch.stack(self._pending).float().tolist()
+        values = torch.cat(self._pending).float().tolist()
         self._pending.clear()
         first = len(self.state.losses) + 1
         for i, value in enumerate(values):
@@ -129,6 +145,8 @@ class ConvergenceTracker(Callback):
         point = {"step": step, "val/loss": loss}
         if self.classification:
             point["val/acc"] = acc
+        else:  # val/loss is each run's own loss: regression losses compare on the clean-data MSE
+            point["val/mse"] = self._mse(module)
         self.state.curve.append(point)
         if trainer.logger is not None:
             trainer.logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step)
@@ -142,6 +160,15 @@ class ConvergenceTracker(Callback):
             self.state.reached_time_s = self.state.train_time_s
             if self.stop_on_reach:
                 trainer.should_stop = True
+
+    @torch.no_grad()
+    def _mse(self, module: L.LightningModule) -> float:
+        """Mean squared error of the model on the validation split, whatever loss it trains on."""
+        was_training = module.training
+        module.eval()
+        mse = torch.nn.functional.mse_loss(module(self.x_val).float(), self.y_val.float()).item()
+        module.train(was_training)
+        return mse
 
     def summary(self) -> dict[str, float | int | None]:
         """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""

@@ -7,6 +7,8 @@ no collate, no per-sample work on the hot path.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import lightning as L
@@ -14,14 +16,27 @@ import torch
 
 from trainstudy.data import DataSplits
 
+# A resumed run skips the batches its epoch had done (see DeviceBatches.__iter__): position is a function of
+# (seed, epoch, global step), so Lightning's loader state is not needed, and neither is its warning about it.
+warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+
 
 class DeviceBatches:
-    """An epoch of (x, y) batches cut from device tensors by a fresh seeded permutation."""
+    """An epoch of training steps cut from device tensors by a fresh seeded permutation, a few steps per item.
+
+    Each item is a list of (x, y) batches, one optimizer step each, that StudyModule takes in one Lightning
+    batch: Lightning's per-batch machinery costs about as much as a small model's whole step on a CPU, so
+    consecutive steps share it. An item ends at every multiple of ``steps_per_batch`` in global steps (the
+    steps at which the tracker validates and logs and checkpoints are written), at the epoch's end and at
+    ``max_steps``; with ``steps_per_batch=1`` every item is one step.
+    """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                 epoch: Callable[[], int], rank: int = 0, world_size: int = 1):
+                 epoch: Callable[[], int], rank: int = 0, world_size: int = 1,
+                 step: Callable[[], int] = lambda: 0, steps_per_batch: int = 1, max_steps: int = -1):
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+        self.epoch, self.rank, self.world_size, self.step = epoch, rank, world_size, step
+        self.steps_per_batch, self.max_steps = steps_per_batch, max_steps
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """This rank's sample order for an epoch: a function of (seed, epoch) alone."""
@@ -29,23 +44,49 @@ class DeviceBatches:
         perm = torch.randperm(len(self.x), generator=g)
         return perm[self.rank::self.world_size].to(self.x.device)
 
-    def __len__(self) -> int:
+    def steps_per_epoch(self) -> int:
         n = -(-len(self.x) // self.world_size)
         return -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        perm = self.permutation(self.epoch())
-        for start in range(0, len(perm), self.batch_size):
+    def __len__(self) -> int:
+        """Items in an epoch, at most: where the epoch starts between two multiples of steps_per_batch, the
+        steps before the first one make one more item. (Lightning ends an epoch when the iterator does.)"""
+        return -(-(self.steps_per_epoch() - 1) // self.steps_per_batch) + 1
+
+    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        epoch = self.epoch()
+        perm = self.permutation(epoch)
+        step = self.step()
+        # a run resumed mid-epoch goes on with the batches it had not yet seen
+        done = max(0, step - epoch * self.steps_per_epoch())
+        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for start in range(done * self.batch_size, len(perm), self.batch_size):
             idx = perm[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            steps.append((self.x[idx], self.y[idx]))
+            step += 1
+            if step % self.steps_per_batch == 0 or step == self.max_steps:
+                yield steps
+                steps = []
+                if step == self.max_steps:
+                    return
+        if steps:
+            yield steps
+
+
+def steps_per_batch(*intervals: int, limit: int = 16) -> int:
+    """The most steps (at most ``limit``) that can share a Lightning batch: a divisor of every interval, in
+    steps, at which callbacks act (validation, logging, checkpoints); 0 stands for never."""
+    common = math.gcd(*intervals)
+    return max(k for k in range(1, limit + 1) if common % k == 0)
 
 
 class StudyDataModule(L.LightningDataModule):
     """Holds the loaded splits and serves training batches from the training device."""
 
-    def __init__(self, splits: DataSplits, batch_size: int, seed: int):
+    def __init__(self, splits: DataSplits, batch_size: int, seed: int, steps_per_batch: int = 1):
         super().__init__()
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
+        self.steps_per_batch = steps_per_batch
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
@@ -56,5 +97,9 @@ class StudyDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DeviceBatches:
         trainer = self.trainer
         return DeviceBatches(self.splits.x_train, self.splits.y_train, self.batch_size, self.seed,
-                             epoch=lambda: trainer.current_epoch,
-                             rank=trainer.global_rank, world_size=trainer.world_size)
+                             epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
+                             world_size=trainer.world_size, step=lambda: trainer.global_step,
+                             # DDP synchronizes gradients in the backward of a forward through its wrapper:
+                             # one step per batch there
+                             steps_per_batch=self.steps_per_batch if trainer.world_size == 1 else 1,
+                             max_steps=trainer.max_steps)

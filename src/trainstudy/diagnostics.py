@@ -104,6 +104,12 @@ class InitDiagnostics(Callback):
         self.grad_norm_every = grad_norm_every
         self.layers: list[dict[str, Any]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": self.layers}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.layers = state_dict["layers"]
+
     def _tensorboard(self, trainer: L.Trainer) -> Any | None:
         experiment = getattr(trainer.logger, "experiment", None)
         return experiment if hasattr(experiment, "add_histogram") else None

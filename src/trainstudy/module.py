@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -11,20 +12,48 @@ from torch import nn
 from trainstudy.losses import StudyLoss
 
 
+Step = tuple[torch.Tensor, torch.Tensor]  # the (x, y) batch of one optimizer step
+
+
 class StudyModule(L.LightningModule):
-    """Trains ``model`` on ``loss``; ``optimizer`` is a partial that takes the parameters."""
+    """Trains ``model`` on ``loss``; ``optimizer`` is a partial that takes the parameters.
+
+    A training batch is a list of steps (see DeviceBatches), taken here one after the other through
+    Lightning's optimizer and ``manual_backward``: its hooks, precision plugin and step count work as in
+    automatic optimization, at a fraction of its cost per step. ``automatic=True`` leaves the one step of each
+    batch to Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the
+    model's forward with torch.compile (layers and their names stay as they are).
+    """
 
     def __init__(self, model: nn.Module, loss: StudyLoss,
-                 optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]):
+                 optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+                 automatic: bool = False, compile: bool = False):
         super().__init__()
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.automatic_optimization = automatic
+        if compile:
+            self.model.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return self.loss(self.model(x), y)
+    def training_step(self, batch: list[Step], batch_idx: int) -> torch.Tensor:
+        """The loss of each step, on the device (the tracker reads them back in bulk)."""
+        if self.automatic_optimization:
+            (x, y), = batch
+            return self.loss(self.model(x), y)
+        optimizer = self.optimizers()
+        losses = []
+        for x, y in batch:
+            loss = self.loss(self.model(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    def transfer_batch_to_device(self, batch: list[Step], device: torch.device, dataloader_idx: int) -> list[Step]:
+        return batch  # cut from tensors that already live on the training device
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.model.parameters())
@@ -36,12 +65,14 @@ class StudyModule(L.LightningModule):
         self.model.eval()
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for start in range(0, len(x), chunk):
-            out = self.model(x[start:start + chunk])
-            yc = y[start:start + chunk]
-            loss_sum += self.loss(out, yc).float() * len(yc)
-            if self.loss.task != "regression":
-                correct += self.loss.correct(out, yc)
+        # in the training's precision (bf16-mixed: autocast), as the training loss is computed
+        with self._trainer.precision_plugin.forward_context() if self._trainer else nullcontext():
+            for start in range(0, len(x), chunk):
+                out = self.model(x[start:start + chunk])
+                yc = y[start:start + chunk]
+                loss_sum += self.loss(out, yc).float() * len(yc)
+                if self.loss.task != "regression":
+                    correct += self.loss.correct(out, yc)
         self.model.train(was_training)
         loss, acc = torch.stack([loss_sum / len(x), correct.float() / len(x)]).tolist()
         return loss, acc

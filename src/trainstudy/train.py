@@ -9,23 +9,27 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from trainstudy.convergence import ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
-from trainstudy.datamodule import StudyDataModule
+from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
+from trainstudy.resume import CHECKPOINT, Checkpointing, fingerprint, read_checkpoint_info
 
 log = logging.getLogger("trainstudy")
 
@@ -33,6 +37,15 @@ log = logging.getLogger("trainstudy")
 # Lightning's advice about its own logging interval and loaders does not apply.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run; its checkpoint and metrics so far are saved."""
+
+    def __init__(self, signal_name: str, step: int, run_dir: Path):
+        super().__init__(f"interrupted ({signal_name}) at step {step}; continue with: "
+                         f"python train.py resume={run_dir}")
+        self.signal_name = signal_name
+
 
 def task_of(data_cfg: DictConfig) -> str:
     """The task a data config declares (binary when it names positive classes)."""
@@ -53,20 +66,36 @@ def validate(cfg: DictConfig) -> None:
     n = cfg.val_every_n_steps
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UserError(f"val_every_n_steps must be a whole number >= 1, got {n!r} (e.g. val_every_n_steps=10)")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator} but this machine has no GPU that torch can use; "
+                        "use trainer=default (the GPU when there is one) or trainer=cpu")
+    check_writable(Path(cfg.data_dir), "data_dir")
     for key in ("max_epochs", "max_steps"):
         value = cfg.trainer.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value == 0 or value < -1):
             raise UserError(f"trainer.{key} must be a whole number >= 1 (or -1 for no limit), got {value!r}")
     metric = cfg.target.get("metric")
-    if metric not in (None, "val/acc", "val/loss") or (metric == "val/acc" and task_of(cfg.data) == "regression"):
-        raise UserError(f"target.metric must be val/acc (classification) or val/loss, got {metric!r}")
+    regression = task_of(cfg.data) == "regression"
+    if metric not in (None, "val/acc", "val/loss", "val/mse") or metric == ("val/acc" if regression else "val/mse"):
+        raise UserError(f"target.metric must be val/acc (classification), val/mse (regression) or val/loss, "
+                        f"got {metric!r}")
     target = cfg.target.get("value")
     if target is not None:
         if isinstance(target, bool) or not isinstance(target, (int, float)):
             raise UserError(f"target.value must be a number, got {target!r}")
         if target_metric(cfg) == "val/acc" and not 0 < target <= 1:
             raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """A folder we must create: stop early, in one line, when it can't be (an existing read-only one is fine:
+    the data loads without its cache)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}={folder} cannot be created ({e.strerror}); use {key}=<a writable folder>") from None
 
 
 def target_metric(cfg: DictConfig) -> str:
@@ -119,11 +148,44 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     task = task_of(cfg.data)
     loss = build_loss(cfg.loss, task, splits.num_classes)
     target_dim = splits.y_train.shape[1] if task == "regression" else 1
-    model = build_model(cfg.model, splits.input_shape,
-                        out_features(cfg.loss.name, task, splits.num_classes, target_dim))
+    n_out = out_features(cfg.loss.name, task, splits.num_classes, target_dim)
+    check_memory(cfg, splits.input_shape, n_out)
+    try:
+        model = build_model(cfg.model, splits.input_shape, n_out)
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "alloc" not in str(e):
+            raise
+        raise UserError(f"the model does not fit in memory ({str(e).splitlines()[0][:80]}); "
+                        "use a smaller model.width / model.depth") from None
     lsuv_batch = splits.x_train[: cfg.data.batch_size] if cfg.init.name == "lsuv" else None
     targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
-    return StudyModule(model, loss, instantiate(cfg.optim)), targets
+    # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
+    automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
+    module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False))
+    return module, targets
+
+
+def free_memory_bytes() -> int | None:
+    """Memory a run can still take: the GPU's free memory when it trains there, else MemAvailable (Linux)."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def check_memory(cfg: DictConfig, input_shape: tuple[int, ...], n_out: int) -> None:
+    """Stop a model that can't fit before allocating it: weights, gradients and two optimizer states."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(cfg.model, input_shape, n_out).parameters())
+    need, free = 4 * 4 * n_params, free_memory_bytes()
+    if free is not None and need > free:
+        raise UserError(f"model={cfg.model.name} with model.depth={cfg.model.get('depth')} "
+                        f"model.width={cfg.model.get('width')} has {n_params:,} parameters and needs about "
+                        f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free; "
+                        "use a smaller model.width / model.depth")
 
 
 def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | int | None], step: int) -> None:
@@ -143,16 +205,26 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
         experiment._get_file_writer().add_summary(summary)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, load, build, initialize, train; write metrics.json; return its content."""
-    return fit(cfg)[0]
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Validate, load, build, initialize, train; write metrics.json; return its content.
+
+    ``callbacks`` join the run's own (the benchmark times epochs with one).
+    """
+    return fit(cfg, callbacks)[0]
 
 
-def fit(cfg: DictConfig) -> tuple[dict[str, Any], StudyModule]:
+def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str, Any], StudyModule]:
     """``train``, also returning the trained module (tests look at its weights)."""
     validate(cfg)
     out_dir = Path(cfg.paths.output_dir)
     tb_dir = Path(cfg.paths.tb_dir) if cfg.paths.get("tb_dir") else out_dir / "tb"
+    resumed = None
+    if cfg.get("resume"):
+        resumed = read_checkpoint_info(Path(cfg.resume))
+        if resumed.get("fingerprint") != fingerprint(cfg):
+            raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
+                            "config or trainstudy's defaults changed since); start a new run instead")
+        tb_dir = Path(resumed["tb_dir"])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     t0 = time.perf_counter()
@@ -166,14 +238,21 @@ def fit(cfg: DictConfig) -> tuple[dict[str, Any], StudyModule]:
                                  target_metric=target_metric(cfg), target_value=target_value,
                                  val_every_n_steps=cfg.val_every_n_steps, flush_every=cfg.log_every_n_steps,
                                  stop_on_reach=cfg.target.stop_on_reach)
-    callbacks: list[L.Callback] = [tracker]
+    callbacks = [tracker, *callbacks]
     diagnostics = None
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
                                       grad_norm_every=cfg.log_every_n_steps)
         callbacks.append(diagnostics)
-    logger = instantiate(cfg.logger, save_dir=str(tb_dir))
+    if cfg.checkpoint.every_n_steps:
+        callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
+                                       info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
+    logger_args: dict[str, Any] = {"save_dir": str(tb_dir)}
+    if resumed and cfg.logger._target_.endswith("TensorBoardLogger"):
+        # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
+        logger_args["purge_step"] = resumed["global_step"] + 1
+    logger = instantiate(cfg.logger, **logger_args)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks,
         enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
@@ -188,15 +267,27 @@ def fit(cfg: DictConfig) -> tuple[dict[str, Any], StudyModule]:
              cfg.seed, trainer.strategy.root_device)
     log.info("run folder %s", out_dir)
 
-    trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed))
+    group = 1 if module.automatic_optimization else steps_per_batch(
+        cfg.val_every_n_steps, cfg.log_every_n_steps, cfg.checkpoint.every_n_steps)
+    interrupted = None
+    try:
+        trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
+                    ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
+    except SIGTERMException:
+        interrupted = "SIGTERM"
+    except SystemExit:  # Lightning's answer to Ctrl-C, after its on_exception hooks saved the checkpoint
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        interrupted = "SIGINT"
 
     metrics = tracker.summary()
     params = hparams(cfg, splits)
-    if logger is not None:
+    if logger is not None and not interrupted:
         log_hparams(logger, params, metrics, step=trainer.global_step)
         logger.finalize("success")
+    status = "interrupted" if interrupted else "diverged" if metrics["conv/diverged"] else "ok"
     result = {
-        "status": "diverged" if metrics["conv/diverged"] else "ok",
+        "status": status,
         "overrides": list(cfg.paths.get("overrides") or []),
         "hparams": params,
         "metrics": metrics,
@@ -211,4 +302,6 @@ def fit(cfg: DictConfig) -> tuple[dict[str, Any], StudyModule]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)
+    if interrupted:
+        raise RunInterrupted(interrupted, trainer.global_step, out_dir)
     return result, module

@@ -1,0 +1,110 @@
+"""Interrupted runs resume: ``python train.py resume=<run folder>`` continues where the run stopped.
+
+A run keeps ``checkpoints/last.ckpt`` up to date every ``checkpoint.every_n_steps`` steps, when it is
+interrupted (Ctrl-C, or SIGTERM as a SLURM pre-emption sends) and at its end. Each save is atomic and comes
+right after the convergence tracker has written its pending losses, so the checkpoint and the TensorBoard
+events agree on the last step. Resuming recomposes the run's own overrides (only the training length may
+change), loads the checkpoint with ``weights_only=True``, and continues the same TensorBoard run: events a
+hard kill left past the checkpoint are purged, so there is one curve whose steps go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from trainstudy.errors import UserError
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# What may change when a run is resumed: how long it trains. Anything else would make it another run.
+LENGTH_KEYS = ("trainer.max_steps", "trainer.max_epochs")
+# Not part of what a run *is*: where it is written, how it is shown, how long it goes, whether it resumes.
+NOT_IN_FINGERPRINT = ("paths", "resume", "progress_bar", "data_dir", "checkpoint")
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that decides a run's numbers (not its folders or its length)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IN_FINGERPRINT:
+        plain.pop(key, None)
+    for key in LENGTH_KEYS:
+        plain["trainer"].pop(key.split(".")[1], None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Checkpointing(Callback):
+    """Saves ``last.ckpt`` every ``every_n_steps`` steps, on interruption and at the end, atomically."""
+
+    def __init__(self, path: Path, every_n_steps: int, before_save: Callable[[L.Trainer], Any],
+                 info: dict[str, Any]):
+        self.path, self.every, self.before_save, self.info = path, every_n_steps, before_save, info
+
+    def save(self, trainer: L.Trainer) -> None:
+        self.before_save(trainer)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".ckpt.tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["trainstudy"] = self.info
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+        if self.every and trainer.global_step % self.every == 0:
+            self.save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.save(trainer)
+
+
+def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
+    """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), without the weights."""
+    ckpt = run_dir / CHECKPOINT
+    try:
+        payload = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise UserError(f"resume={run_dir} has no {CHECKPOINT}: the run saved none yet "
+                        "(it stopped before its first checkpoint); start it again without resume=") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same problem for the user
+        raise UserError(f"cannot read {ckpt} ({type(e).__name__}); it is damaged: start the run again") from None
+    return {**payload.get("trainstudy", {}), "global_step": payload["global_step"]}
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Turn ``resume=<run folder> [trainer.max_steps=N]`` into the run's own overrides in its own folder.
+
+    Refuses (UserError) a folder that is not a run and overrides other than the training length.
+    """
+    given = [a for a in argv if a.startswith("resume=")]
+    if not given:
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise UserError("resume= continues one run; resume each job of a sweep by its own folder")
+    run_dir = Path(given[-1].split("=", 1)[1]).expanduser().resolve()
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise UserError(f"resume={run_dir} is not a run folder (no .hydra/overrides.yaml); "
+                        "give the folder a run printed at its start, e.g. resume=outputs/runs/<date>/<time>")
+    flags = [a for a in argv if a.startswith("-")]
+    extra = [a for a in argv if not a.startswith("-") and not a.startswith("resume=")]
+    refused = [a for a in extra if a.split("=", 1)[0].lstrip("+~") not in LENGTH_KEYS]
+    if refused:
+        raise UserError(f"resume continues a run as it was configured; only {' / '.join(LENGTH_KEYS)} may change "
+                        f"(got {' '.join(refused)})")
+    extra_keys = {a.split("=", 1)[0].lstrip("+~") for a in extra}
+    original = [o for o in yaml.safe_load(overrides_file.read_text()) or []
+                if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
+    return [*flags, *original, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]

@@ -1,0 +1,87 @@
+"""A run stopped by SIGTERM resumes to exactly what an uninterrupted run gives; resume refuses what it can't do."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_train import cli, scalars
+
+RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
+       "log_every_n_steps=20", "checkpoint.every_n_steps=100"]
+TIMES = ("conv/time_to_target_s", "conv/train_time_s")
+
+
+def without_times(result: dict) -> dict:
+    return {k: v for k, v in result["metrics"].items() if k not in TIMES}
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert cli([*RUN, f"hydra.run.dir={whole}"], tmp_path, data_dir).returncode == 0
+
+    env = {**os.environ, "TRAINSTUDY_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={parts}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (parts / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    stopped = json.loads((parts / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and 100 <= len(stopped["train_loss"]) < 1000
+    assert f"python train.py resume={parts}" in stderr
+
+    resumed = cli([f"resume={parts}"], tmp_path, data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((parts / "metrics.json").read_text())
+    assert b["status"] == "ok"
+    assert b["train_loss"] == a["train_loss"]
+    assert b["curve"] == a["curve"]
+    assert without_times(b) == without_times(a)
+    tb_a, tb_b = scalars(whole / "tb"), scalars(parts / "tb")
+    for tag in ("train/loss", "val/acc", "val/loss"):
+        assert tb_b[tag] == tb_a[tag], tag  # one curve, steps going on: no second curve from 0, no duplicates
+
+
+@pytest.mark.slow
+def test_resume_extends_a_finished_run(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    assert cli(["data=digits", "trainer.max_steps=40", "val_every_n_steps=20", f"hydra.run.dir={run}"],
+               tmp_path, data_dir).returncode == 0
+    proc = cli([f"resume={run}", "trainer.max_steps=60"], tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "metrics.json").read_text())
+    assert len(result["train_loss"]) == 60 and [p["step"] for p in result["curve"]] == [0, 20, 40, 60]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["not-a-run", "other-override", "other-config"])
+def test_resume_refuses_what_it_cannot_continue(case: str, tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    if case == "not-a-run":
+        run.mkdir()
+        args, needle = [f"resume={run}"], "is not a run folder"
+    else:
+        assert cli(["data=digits", "trainer.max_steps=4", f"hydra.run.dir={run}"], tmp_path, data_dir).returncode == 0
+        if case == "other-override":
+            args, needle = [f"resume={run}", "optim.lr=0.5"], "only trainer.max_steps / trainer.max_epochs may change"
+        else:  # the run's own record of its overrides no longer matches the checkpoint
+            overrides = run / ".hydra" / "overrides.yaml"
+            overrides.write_text(overrides.read_text() + "- optim.lr=0.5\n")
+            args, needle = [f"resume={run}"], "written by another configuration"
+    proc = cli(args, tmp_path, data_dir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
