@@ -65,6 +65,8 @@ def job_paths(cfg: DictConfig) -> None:
         sweep_dir = Path(hc.sweep.dir)
         name = run_name(list(hc.overrides.task), sweep_keys(sweep_dir)) or f"job{hc.job.num}"
         tb_dir = sweep_dir / "tb" / name
+        if tb_dir.exists():  # the same overrides twice in one sweep (seed=0,0): still two runs
+            tb_dir = tb_dir.with_name(f"{name}~{hc.job.num}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -13,13 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
+from trainstudy import __version__
 from trainstudy.convergence import ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
@@ -125,6 +128,17 @@ def hparams(cfg: DictConfig, splits: DataSplits | None = None) -> dict[str, Any]
     }
 
 
+def versions() -> dict[str, str | None]:
+    """What a run's numbers depend on besides its config: package versions and the project's git commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"torch": torch.__version__, "lightning": L.__version__, "hydra": hydra.__version__,
+            "trainstudy": __version__, "git_commit": commit}
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/Inf are not JSON: write them as null (a diverged run's losses)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -225,6 +239,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
                             "config or trainstudy's defaults changed since); start a new run instead")
         tb_dir = Path(resumed["tb_dir"])
+    if cfg.seed is None:  # seed=null: draw one, and record it like any other
+        with open_dict(cfg):
+            cfg.seed = int.from_bytes(os.urandom(4), "little") >> 1
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     t0 = time.perf_counter()
@@ -297,7 +314,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         "diagnostics": {"layers": diagnostics.layers} if diagnostics else None,
         "data_time_s": data_time,
         "tb_dir": str(tb_dir),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "versions": versions(),
         "device": str(trainer.strategy.root_device),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
