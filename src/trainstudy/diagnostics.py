@@ -133,7 +133,8 @@ class InitDiagnostics(Callback):
             trainer.logger.log_metrics({f"grad/{k.split('/', 1)[-1]}": float(v) for k, v in norms.items()},
                                        step=step)
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # after on_train_end, where the tracker stops the training clock: not counted as training time
         ranks = weight_ranks(module.model)
         for row in self.layers:
             row["weight_rank"] = ranks.get(row["name"])

@@ -261,7 +261,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
                                       grad_norm_every=cfg.log_every_n_steps)
-        callbacks.append(diagnostics)
+        callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps:
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
                                        info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
