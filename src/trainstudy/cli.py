@@ -10,50 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainstudy.errors import EXIT_USER_ERROR, UserError, install_hydra_one_line_errors, report_user_errors
 from trainstudy.resume import resume_argv
+from trainstudy.sweeps import run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json
 
 log = logging.getLogger("trainstudy")
-
-# Overrides that never name a run: where things go, not what is studied.
-NOT_IN_RUN_NAMES = ("hydra/", "hydra.", "data_dir", "paths.", "progress_bar")
-
-
-def sweep_plan(sweep_dir: Path) -> dict[str, Override] | None:
-    """A sweep's overrides by key, read from multirun.yaml: a preset's ``hydra.sweeper.params``, then the
-    command line's, which wins (as in Hydra's basic sweeper)."""
-    try:
-        hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-        task = list(hydra_cfg.overrides.task)
-    except (OSError, AttributeError):
-        return None
-    params = hydra_cfg.sweeper.get("params") or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + task
-    return {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
-
-
-def sweep_keys(sweep_dir: Path) -> set[str] | None:
-    """The keys a sweep varies (its sweep overrides, from the command line or a preset)."""
-    plan = sweep_plan(sweep_dir)
-    return None if plan is None else {key for key, o in plan.items() if o.is_sweep_override()}
-
-
-def run_name(overrides: list[str], varied: set[str] | None) -> str:
-    """A job's readable name: its overrides of the keys the sweep varies (``init=kaiming_normal,seed=1``)."""
-    kept = []
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key.startswith(NOT_IN_RUN_NAMES) or (varied is not None and key not in varied):
-            continue
-        kept.append(item.replace("/", "_"))
-    return ",".join(sorted(kept))
 
 
 def job_paths(cfg: DictConfig) -> None:

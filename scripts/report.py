@@ -1,0 +1,45 @@
+"""Turn a sweep (or a folder of runs) into a table and plots.
+
+    python scripts/report.py outputs/multirun/2026-11-27/13-30-20          # one sweep, finished or not
+    python scripts/report.py outputs/runs                                   # single runs side by side
+    python scripts/report.py <sweep> --out docs/studies/deep_relu          # write the files elsewhere
+
+Writes report.md (groups sorted by steps to target, mean ± std over seeds, every job's status),
+report.csv and PNG plots (validation curve per group, steps to target, activation std against depth)
+into the folder, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainstudy.errors import UserError
+from trainstudy.report import best_of_rows, build_report, group_rows, headline, markdown_table, write_report
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multirun/<date>/<time>) or outputs/runs")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: the folder)")
+    parser.add_argument("--best-of", default="optim.lr", metavar="KEY",
+                        help="when the sweep varies KEY next to other keys, pick its best value for each "
+                             "setting of the others (default: optim.lr; '' to turn off)")
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.folder, best_of=args.best_of or None)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    written = write_report(report, args.out)
+    print(headline(report), "", markdown_table(*group_rows(report)), sep="\n")
+    picked = best_of_rows(report)
+    if picked:
+        print(f"\nbest {report.best_of}:", markdown_table(*picked), sep="\n")
+    print(f"\nwrote {', '.join(str(p) for p in written.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
