@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -29,6 +30,10 @@ class DeviceBatches:
     consecutive steps share it. An item ends at every multiple of ``steps_per_batch`` in global steps (the
     steps at which the tracker validates and logs and checkpoints are written), at the epoch's end and at
     ``max_steps``; with ``steps_per_batch=1`` every item is one step.
+
+    It has no ``len()`` on purpose: Lightning then ends an epoch where the iterator does, rather than after a
+    count of batches that its own restored counters can get wrong (a run interrupted at an epoch's last batch
+    resumed with one batch of the next epoch before moving on).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
@@ -47,11 +52,6 @@ class DeviceBatches:
     def steps_per_epoch(self) -> int:
         n = -(-len(self.x) // self.world_size)
         return -(-n // self.batch_size)
-
-    def __len__(self) -> int:
-        """Items in an epoch, at most: where the epoch starts between two multiples of steps_per_batch, the
-        steps before the first one make one more item. (Lightning ends an epoch when the iterator does.)"""
-        return -(-(self.steps_per_epoch() - 1) // self.steps_per_batch) + 1
 
     def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
         epoch = self.epoch()
@@ -93,6 +93,9 @@ class StudyDataModule(L.LightningDataModule):
         s = self.splits
         s.x_train, s.y_train = s.x_train.to(device), s.y_train.to(device)
         s.x_val, s.y_val = s.x_val.to(device), s.y_val.to(device)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch  # cut from tensors that already live on the training device
 
     def train_dataloader(self) -> DeviceBatches:
         trainer = self.trainer

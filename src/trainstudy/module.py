@@ -52,9 +52,6 @@ class StudyModule(L.LightningModule):
             losses.append(loss.detach())
         return torch.stack(losses)
 
-    def transfer_batch_to_device(self, batch: list[Step], device: torch.device, dataloader_idx: int) -> list[Step]:
-        return batch  # cut from tensors that already live on the training device
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.model.parameters())
 

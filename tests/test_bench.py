@@ -1,0 +1,175 @@
+"""Performance paths keep the numbers: grouped steps train exactly as Lightning's own loop, no host sync per
+step, compile and bf16-mixed run, and the benchmark runs (its timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, make_cfg
+from test_data import write_idx
+from trainstudy import bench, datasets
+from trainstudy.datamodule import DeviceBatches, steps_per_batch
+from trainstudy.train import train
+
+SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "log_every_n_steps=8", "progress_bar=false"]
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(("intervals", "k"), [((10, 50, 500), 10), ((25, 20, 100), 5), ((7, 50, 500), 1),
+                                              ((64, 128, 0), 16), ((0,), 16), ((1, 50), 1)])
+def test_steps_per_batch_divides_every_interval(intervals: tuple[int, ...], k: int) -> None:
+    assert steps_per_batch(*intervals) == k
+
+
+@pytest.mark.parametrize(("start", "max_steps"), [(0, -1), (7, -1), (5, 9), (12, 14)])
+def test_device_batches_cut_the_same_steps_into_groups_at_multiples(start: int, max_steps: int) -> None:
+    """Groups hold exactly the batches of one step per batch, end at global multiples of k, at max_steps."""
+    x, y = torch.arange(31).float(), torch.arange(31)
+    steps_per_epoch = 8  # 31 samples, batch 4
+    epoch = start // steps_per_epoch
+
+    def items(k: int) -> list:
+        return list(DeviceBatches(x, y, 4, seed=3, epoch=lambda: epoch, step=lambda: start, steps_per_batch=k,
+                                  max_steps=max_steps))
+
+    singles, groups = items(1), items(3)
+    flat = [step for group in groups for step in group]
+    assert len(flat) == len(singles) and all(torch.equal(a[0], b[0]) for a, b in zip(flat, [s[0] for s in singles]))
+    ends = np.cumsum([len(g) for g in groups]) + start
+    assert all(e % 3 == 0 for e in ends[:-1])
+    epoch_end = (epoch + 1) * steps_per_epoch
+    assert ends[-1] == (min(max_steps, epoch_end) if max_steps > 0 else epoch_end)
+
+
+def test_grouped_steps_train_exactly_as_lightnings_automatic_optimization(tmp_path: Path, data_dir: Path) -> None:
+    # a clipping threshold no gradient reaches leaves the numbers alone but makes Lightning take every step itself
+    grouped = train(make_cfg([*SHORT, f"data_dir={data_dir}"], tmp_path / "grouped"))
+    lightning = train(make_cfg([*SHORT, f"data_dir={data_dir}", "+trainer.gradient_clip_val=1e9"], tmp_path / "auto"))
+    assert len(grouped["train_loss"]) == 40
+    assert grouped["train_loss"] == lightning["train_loss"]
+    assert grouped["curve"] == lightning["curve"]
+    assert grouped["metrics"]["conv/samples_to_target"] == lightning["metrics"]["conv/samples_to_target"]
+
+
+def test_no_host_sync_per_step(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a tensor back to the host (item, tolist, float, ...) happens at validation and flush points only."""
+    reads: list[str] = []
+
+    class Count(L.Callback):  # from after the validation at step 0 to the end of training (then Lightning
+        # moves the model back to the CPU)
+        counting = False
+
+        def on_train_start(self, *_: object) -> None:
+            Count.counting = True
+
+        def on_train_end(self, *_: object) -> None:  # after the tracker's last flush and validation
+            Count.counting = False
+
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__", "cpu", "numpy"):
+        def counted(self: torch.Tensor, *args: object, _name: str = name, _original=getattr(torch.Tensor, name),
+                    **kwargs: object) -> object:
+            if Count.counting:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    cfg = make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=90", "val_every_n_steps=30",
+                    "log_every_n_steps=30", "diagnostics=false", "checkpoint.every_n_steps=0", "progress_bar=false"],
+                   tmp_path)
+    result = train(cfg, callbacks=[Count()])
+    assert len(result["train_loss"]) == 90
+    assert len(reads) <= 9, Counter(reads)  # 3 validations and 3 flushes (and a little slack), not one per step
+
+
+@pytest.mark.slow  # inductor compiles C++ for the CPU: ~45 s here
+def test_compile_flag_trains_the_same_numbers(tmp_path: Path, data_dir: Path) -> None:
+    short = ["data=digits", f"data_dir={data_dir}", "trainer.max_steps=6", "val_every_n_steps=3", "diagnostics=false"]
+    eager = train(make_cfg(short, tmp_path / "eager"))
+    compiled = train(make_cfg([*short, "compile=true"], tmp_path / "compiled"))
+    assert compiled["status"] == "ok"
+    assert np.allclose(compiled["train_loss"], eager["train_loss"], rtol=1e-4)
+
+
+def test_bf16_mixed_trains_the_cnn(tmp_path: Path, data_dir: Path) -> None:
+    short = ["data=mnist", "data.source=bundled", "data.val_fraction=0.02", "data.batch_size=32", "model=cnn",
+             f"data_dir={data_dir}", "trainer.max_steps=6", "val_every_n_steps=3", "diagnostics=false", "trainer=cpu"]
+    full = train(make_cfg(short, tmp_path / "fp32"))
+    mixed = train(make_cfg([*short, "trainer.precision=bf16-mixed"], tmp_path / "bf16"))
+    assert mixed["status"] == "ok" and all(np.isfinite(mixed["train_loss"]))
+    assert mixed["train_loss"] != full["train_loss"]  # autocast did run in bfloat16 ...
+    assert np.allclose(mixed["train_loss"], full["train_loss"], rtol=0.05)  # ... and stayed close
+
+
+def fake_fashion_mnist(folder: Path, n_train: int = 120, n_test: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = (labels[:, None, None] * 25 + rng.integers(0, 10, (n, 28, 28))).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz=True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8), gz=True)
+
+
+def test_bench_case_runs_every_variant_on_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")
+    fake_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw")
+    staged = bench.stage_fashion_mnist(bench.find_fashion_mnist(tmp_path / "data"), tmp_path / "staged", limit=100)
+    case = bench.Case("mlp", 32)
+    cfg = make_cfg([*case.overrides(), f"data_dir={staged}", "trainer.accelerator=cpu"])
+    rows, agreement = bench.run_case(case, cfg, epochs=2, out_dir=tmp_path / "runs")
+    assert [r.variant for r in rows] == list(bench.VARIANTS)
+    assert all(len(r.epochs) == 3 and r.seconds > 0 for r in rows)  # warm-up + 2 timed
+    assert agreement == 0.0  # raw and trainstudy trained the same model on the same batches
+    assert "x raw" in bench.table(rows)
+
+
+def test_bench_says_how_to_get_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")
+    with pytest.raises(Exception, match="apt-get install dataset-fashion-mnist"):
+        bench.find_fashion_mnist(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not datasets.DEBIAN_FASHION_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_bench_script_tiny_on_real_fashion_mnist(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--device", "cpu",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert [c["case"] for c in report["cases"]] == ["mlp-128", "mlp-512", "cnn-128"]
+    for case in report["cases"]:
+        assert [r["variant"] for r in case["rows"]] == list(bench.VARIANTS)
+        assert case["raw_vs_trainstudy_first_epoch_max_loss_diff"] == 0.0
+    assert "x raw" in proc.stdout
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_run_matches_the_cpu_run(tmp_path: Path, data_dir: Path) -> None:
+    short = ["data=digits", f"data_dir={data_dir}", "trainer.max_steps=20", "val_every_n_steps=10"]
+    cpu = train(make_cfg([*short, "trainer=cpu"], tmp_path / "cpu"))
+    gpu = train(make_cfg([*short, "trainer=gpu"], tmp_path / "gpu"))
+    assert gpu["device"].startswith("cuda")
+    assert np.allclose(gpu["train_loss"], cpu["train_loss"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_bf16_compiled_cnn_and_the_tiny_bench(tmp_path: Path, data_dir: Path) -> None:
+    result = train(make_cfg(["data=mnist", "data.source=bundled", "model=cnn", f"data_dir={data_dir}", "trainer=gpu",
+                             "trainer.precision=bf16-mixed", "compile=true", "trainer.max_steps=20",
+                             "val_every_n_steps=10"], tmp_path / "run"))
+    assert result["status"] == "ok" and all(np.isfinite(result["train_loss"]))
+    if datasets.DEBIAN_FASHION_DIR.is_dir():
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--device", "cuda"],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
