@@ -40,19 +40,85 @@ class ConvergenceState:
     diverged_step: int | None = None
 
 
+class ConvergenceRecord:
+    """The tracker's bookkeeping without Lightning: losses and validations in, the conv/* metrics out.
+
+    ConvergenceTracker feeds it from Lightning's hooks; the vectorized sweep feeds one per member.
+    """
+
+    def __init__(self, classification: bool, target_metric: str, target_value: float, stop_on_reach: bool = False):
+        self.classification, self.metric, self.target = classification, target_metric, target_value
+        self.stop_on_reach = stop_on_reach
+        self.state = ConvergenceState()
+
+    @property
+    def diverged(self) -> bool:
+        return self.state.diverged_step is not None
+
+    def add_losses(self, values: list[float]) -> list[tuple[int, float]]:
+        """Append the next steps' training losses up to the first non-finite one, where the run diverged.
+
+        Returns the (step, loss) pairs kept, for the logger; nothing once the run has diverged.
+        """
+        if self.diverged:
+            return []
+        first = len(self.state.losses) + 1
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                self.state.diverged_step = first + i
+                del self.state.samples[first + i - 1:]
+                break
+            self.state.losses.append(value)
+        return list(enumerate(self.state.losses[first - 1:], start=first))
+
+    def add_validation(self, point: dict[str, float]) -> bool:
+        """Append a validation point ({step, val/loss, val/acc or val/mse}); True when the run should stop."""
+        self.state.curve.append(point)
+        step, value = point["step"], point[self.metric]
+        if not math.isfinite(value) and self.state.diverged_step is None:
+            self.state.diverged_step = step
+            return True
+        if self.state.reached_step is None and reached(self.metric, value, self.target):
+            self.state.reached_step = step
+            self.state.reached_samples = self.state.samples[step - 1] if step else 0
+            self.state.reached_time_s = self.state.train_time_s
+            return self.stop_on_reach
+        return False
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""
+        s = self.state
+        finite = [p for p in s.curve if all(math.isfinite(v) for v in p.values())]
+        out: dict[str, float | int | None] = {
+            "conv/reached": int(s.reached_step is not None),
+            "conv/steps_to_target": s.reached_step,
+            "conv/samples_to_target": s.reached_samples,
+            "conv/time_to_target_s": s.reached_time_s,
+            "conv/loss_auc": sum(s.losses) / len(s.losses) if s.losses else None,
+            "conv/final_val_loss": s.curve[-1]["val/loss"] if s.curve else None,
+            "conv/diverged": int(s.diverged_step is not None),
+            "conv/diverged_step": s.diverged_step,
+            "conv/steps": len(s.losses) if s.diverged_step is None else s.diverged_step,
+            "conv/train_time_s": s.train_time_s,
+        }
+        if self.classification:
+            out["conv/best_val_acc"] = max((p["val/acc"] for p in finite), default=None)
+            out["conv/final_val_acc"] = s.curve[-1]["val/acc"] if s.curve else None
+        else:
+            out["conv/best_val_loss"] = min((p["val/loss"] for p in finite), default=None)
+        return out
+
+
 class ConvergenceTracker(Callback):
     """Validates every ``val_every_n_steps``, logs train/loss per step, detects divergence and the target."""
 
     def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, classification: bool, target_metric: str,
                  target_value: float, val_every_n_steps: int, flush_every: int = 50, stop_on_reach: bool = False):
         self.x_val, self.y_val = x_val, y_val
-        self.metric = target_metric
-        self.classification = classification
-        self.target = target_value
+        self.record = ConvergenceRecord(classification, target_metric, target_value, stop_on_reach)
+        self.metric, self.classification = target_metric, classification
         self.val_every = val_every_n_steps
         self.flush_every = flush_every
-        self.stop_on_reach = stop_on_reach
-        self.state = ConvergenceState()
         self._pending: list[torch.Tensor] = []
         self._samples = 0
         self._clock: float | None = None
@@ -105,11 +171,15 @@ class ConvergenceTracker(Callback):
         self._pause(module)
         self.flush(trainer)  # an interrupted run keeps every loss it computed (and its checkpoint has them)
 
+    @property
+    def state(self) -> ConvergenceState:
+        return self.record.state
+
     def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.state = ConvergenceState(**state_dict)
+        self.record.state = ConvergenceState(**state_dict)
 
     # --- the work -------------------------------------------------------------------------------------
     def flush(self, trainer: L.Trainer) -> bool:
@@ -121,23 +191,19 @@ class ConvergenceTracker(Callback):
 
         Returns False once the run has diverged.
         """
-        if self.state.diverged_step is not None:
+        if self.record.diverged:
             self._pending.clear()
             return False
         if not self._pending:
             return True
         values = torch.cat(self._pending).float().tolist()
         self._pending.clear()
-        first = len(self.state.losses) + 1
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                self.state.diverged_step = first + i
-                del self.state.samples[first + i - 1:]
-                trainer.should_stop = True
-                return False
-            self.state.losses.append(value)
+        for step, value in self.record.add_losses(values):
             if trainer.logger is not None:
-                trainer.logger.log_metrics({"train/loss": value}, step=first + i)
+                trainer.logger.log_metrics({"train/loss": value}, step=step)
+        if self.record.diverged:
+            trainer.should_stop = True
+            return False
         return True
 
     def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
@@ -147,19 +213,10 @@ class ConvergenceTracker(Callback):
             point["val/acc"] = acc
         else:  # val/loss is each run's own loss: regression losses compare on the clean-data MSE
             point["val/mse"] = self._mse(module)
-        self.state.curve.append(point)
         if trainer.logger is not None:
             trainer.logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step)
-        value = point[self.metric]
-        if not math.isfinite(value) and self.state.diverged_step is None:
-            self.state.diverged_step = step
+        if self.record.add_validation(point):
             trainer.should_stop = True
-        elif self.state.reached_step is None and reached(self.metric, value, self.target):
-            self.state.reached_step = step
-            self.state.reached_samples = self.state.samples[step - 1] if step else 0
-            self.state.reached_time_s = self.state.train_time_s
-            if self.stop_on_reach:
-                trainer.should_stop = True
 
     @torch.no_grad()
     def _mse(self, module: L.LightningModule) -> float:
@@ -171,24 +228,4 @@ class ConvergenceTracker(Callback):
         return mse
 
     def summary(self) -> dict[str, float | int | None]:
-        """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""
-        s = self.state
-        finite = [p for p in s.curve if all(math.isfinite(v) for v in p.values())]
-        out: dict[str, float | int | None] = {
-            "conv/reached": int(s.reached_step is not None),
-            "conv/steps_to_target": s.reached_step,
-            "conv/samples_to_target": s.reached_samples,
-            "conv/time_to_target_s": s.reached_time_s,
-            "conv/loss_auc": sum(s.losses) / len(s.losses) if s.losses else None,
-            "conv/final_val_loss": s.curve[-1]["val/loss"] if s.curve else None,
-            "conv/diverged": int(s.diverged_step is not None),
-            "conv/diverged_step": s.diverged_step,
-            "conv/steps": len(s.losses) if s.diverged_step is None else s.diverged_step,
-            "conv/train_time_s": s.train_time_s,
-        }
-        if self.classification:
-            out["conv/best_val_acc"] = max((p["val/acc"] for p in finite), default=None)
-            out["conv/final_val_acc"] = s.curve[-1]["val/acc"] if s.curve else None
-        else:
-            out["conv/best_val_loss"] = min((p["val/loss"] for p in finite), default=None)
-        return out
+        return self.record.summary()

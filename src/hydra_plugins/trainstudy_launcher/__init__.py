@@ -1,0 +1,1 @@
+"""trainstudy's Hydra launcher: ``hydra/launcher=vectorized`` (see vectorized_launcher)."""
