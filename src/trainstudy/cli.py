@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from trainstudy.errors import EXIT_USER_ERROR, UserError, install_hydra_one_line_errors, report_user_errors
 from trainstudy.resume import resume_argv

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from trainstudy import __version__
-from trainstudy.convergence import ConvergenceTracker
+from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
@@ -219,6 +219,39 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
         experiment._get_file_writer().add_summary(summary)
 
 
+def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
+               logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
+               device: torch.device | str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
+
+    ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary.
+    """
+    metrics = record.summary()
+    params = hparams(cfg, splits)
+    if logger is not None and status is None:
+        log_hparams(logger, params, metrics, step=step)
+        logger.finalize("success")
+    result = {
+        "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
+        "overrides": list(cfg.paths.get("overrides") or []),
+        "hparams": params,
+        "metrics": metrics,
+        "target": {"metric": record.metric, "value": record.target},
+        "curve": record.state.curve,
+        "train_loss": record.state.losses,
+        "diagnostics": {"layers": layers} if layers is not None else None,
+        "data_time_s": data_time,
+        "tb_dir": str(tb_dir),
+        "versions": versions(),
+        "device": str(device),
+        **(extra or {}),
+    }
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", result)
+    return result
+
+
 def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Validate, load, build, initialize, train; write metrics.json; return its content.
 
@@ -297,28 +330,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             raise
         interrupted = "SIGINT"
 
-    metrics = tracker.summary()
-    params = hparams(cfg, splits)
-    if logger is not None and not interrupted:
-        log_hparams(logger, params, metrics, step=trainer.global_step)
-        logger.finalize("success")
-    status = "interrupted" if interrupted else "diverged" if metrics["conv/diverged"] else "ok"
-    result = {
-        "status": status,
-        "overrides": list(cfg.paths.get("overrides") or []),
-        "hparams": params,
-        "metrics": metrics,
-        "target": {"metric": tracker.metric, "value": target_value},
-        "curve": tracker.state.curve,
-        "train_loss": tracker.state.losses,
-        "diagnostics": {"layers": diagnostics.layers} if diagnostics else None,
-        "data_time_s": data_time,
-        "tb_dir": str(tb_dir),
-        "versions": versions(),
-        "device": str(trainer.strategy.root_device),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", result)
+    result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
+                        trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
+                        trainer.strategy.root_device)
     if interrupted:
         raise RunInterrupted(interrupted, trainer.global_step, out_dir)
     return result, module

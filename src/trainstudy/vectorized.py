@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -43,7 +42,7 @@ from trainstudy.datamodule import DeviceBatches
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.losses import StudyLoss, out_features
 from trainstudy.module import StudyModule
-from trainstudy.train import build, hparams, log_hparams, target_metric, task_of, validate, versions, write_json
+from trainstudy.train import build, finish_run, hparams, target_metric, task_of, validate
 
 log = logging.getLogger("trainstudy")
 
@@ -454,29 +453,10 @@ def _finish(member: Member, splits: DataSplits, status: str, data_time: float, d
     interrupted = status != "done"
     if member.diagnostics is not None and not interrupted:
         member.diagnostics.on_fit_end(member.run, member.module)
-    metrics = member.record.summary()
-    params = hparams(cfg, splits)
     logger = member.run.logger
-    if not interrupted:
-        log_hparams(logger, params, metrics, step=member.run.global_step)
-    logger.finalize("success" if not interrupted else "interrupted")
-    out_dir = Path(cfg.paths.output_dir)
-    result = {
-        "status": "interrupted" if interrupted else "diverged" if metrics["conv/diverged"] else "ok",
-        "overrides": list(cfg.paths.get("overrides") or []),
-        "hparams": params,
-        "metrics": metrics,
-        "target": {"metric": member.record.metric, "value": member.record.target},
-        "curve": member.record.state.curve,
-        "train_loss": member.record.state.losses,
-        "diagnostics": {"layers": member.diagnostics.layers} if member.diagnostics else None,
-        "data_time_s": data_time,
-        "tb_dir": str(cfg.paths.tb_dir),
-        "versions": versions(),
-        "device": str(device),
-        # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
-        "vectorized": {"members": group_size},
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", result)
-    return result
+    if interrupted:
+        logger.finalize("interrupted")
+    # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
+    return finish_run(cfg, splits, member.record, member.diagnostics.layers if member.diagnostics else None,
+                      logger, member.run.global_step, "interrupted" if interrupted else None, data_time,
+                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}})
