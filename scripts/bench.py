@@ -1,12 +1,12 @@
 """Time trainstudy next to a raw PyTorch loop and the usual DataLoader pattern, on the full Fashion-MNIST.
 
     python scripts/bench.py                          # MLP 784-256-10 at batch 128 and 512, LeNet at 128
-    python scripts/bench.py --cases mlp-128 --epochs 9 --json bench.json
+    python scripts/bench.py --cases mlp-128 --rounds 5 --json bench.json
     python scripts/bench.py --tiny                   # a few hundred samples, one timed epoch: proves it runs
     python scripts/bench.py --extras                 # also: cached data loads, start-up, a sweep's cost per job
     python scripts/bench.py trainer.precision=bf16-mixed compile=true   # Hydra overrides, applied to every variant
 
-Each variant trains a warm-up epoch, then --epochs timed ones, interleaved epoch by epoch with the others;
+Per round, each variant trains a warm-up epoch and --epochs timed ones, the order rotating from round to round;
 the table shows medians. See src/trainstudy/bench.py for what each variant is.
 """
 
@@ -47,9 +47,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cases", default=",".join(c.name for c in bench.CASES),
                         help="comma-separated model-batch cases (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(bench.VARIANTS), help="default: %(default)s")
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs after the warm-up (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant in turn (default: 3)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="timed epochs per round, after a warm-up epoch (default: 2, so 6 timed in all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the dataloader variant")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own, one per core)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TRAINSTUDY_DATA_DIR", "data")),
                         help="where Fashion-MNIST and the data cache are (default: $TRAINSTUDY_DATA_DIR or data)")
     parser.add_argument("--tiny", action="store_true",
@@ -64,6 +67,8 @@ def main(argv: list[str]) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger).*")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = {c.name: c for c in bench.CASES}
     try:
         chosen = [cases[name] for name in args.cases.split(",")]
@@ -72,10 +77,10 @@ def main(argv: list[str]) -> int:
         return 2
     variants = tuple(v for v in bench.VARIANTS if v in args.variants.split(","))
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    epochs = 1 if args.tiny else args.epochs
+    rounds, epochs = (1, 1) if args.tiny else (args.rounds, args.epochs)
     report: dict = {"command": " ".join(["python scripts/bench.py", *argv]), "load_average_before": load_average(),
                     "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'unknown'})",
-                    "torch_threads": torch.get_num_threads(), "epochs": epochs, "warmup_epochs": 1,
+                    "torch_threads": torch.get_num_threads(), "rounds": rounds, "timed_epochs_per_round": epochs,
                     "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     with tempfile.TemporaryDirectory(prefix="trainstudy-bench-") as tmp:
         work = Path(tmp)
@@ -86,15 +91,15 @@ def main(argv: list[str]) -> int:
             return 2
         staged = bench.stage_fashion_mnist(source, work / "data", TINY_SAMPLES if args.tiny else None)
         print(f"Fashion-MNIST from {source}{f', first {TINY_SAMPLES} samples' if args.tiny else ''}; "
-              f"{report['device']}, {torch.get_num_threads()} threads; a warm-up epoch, then {epochs} timed; "
-              f"load average {report['load_average_before']}", flush=True)
+              f"{report['device']}, {torch.get_num_threads()} torch threads; {rounds} round(s) of a warm-up epoch and "
+              f"{epochs} timed per variant; load average {report['load_average_before']}", flush=True)
         rows, report["cases"] = [], []
         for case in chosen:
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=[
                     *case.overrides(), f"data_dir={staged}", f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
                     *overrides])
-            case_rows, agreement = bench.run_case(case, cfg, epochs, work / "runs", args.workers, variants)
+            case_rows, agreement = bench.run_case(case, cfg, rounds, epochs, work / "runs", args.workers, variants)
             rows += case_rows
             raw = next((r.seconds for r in case_rows if r.variant == "raw"), None)
             report["cases"].append({"case": case.name, "overrides": [*case.overrides(), *overrides],
@@ -106,7 +111,8 @@ def main(argv: list[str]) -> int:
         print()
         print(bench.table(rows))
         print(f"epoch s: median training time per epoch (trainstudy: its validation passes left out; 'with val s' "
-              f"keeps them); peak mem: {'CUDA allocated' if cuda else 'process RSS'}. "
+              f"keeps them); cpu s: the process's CPU seconds per epoch, validation included; peak mem: "
+              f"{'CUDA allocated' if cuda else 'process RSS'}. "
               f"load average {report['load_average_before']} -> {report['load_average_after']}")
         if args.extras:
             report["extras"] = extras(args.data_dir, work)

@@ -10,8 +10,8 @@ same training samples (Fashion-MNIST's training files minus trainstudy's validat
 - **dataloader**: torchvision's FashionMNIST (ToTensor, Normalize) through a DataLoader, automatic optimization and
   ``self.log`` every step: what users would otherwise get.
 
-The variants run in one process, each in its own thread but one epoch at a time in turn, the order rotating every
-round, so machine drift hits all of them alike.
+The variants run in one process, in rounds: each round trains every variant for a warm-up epoch and a few timed
+ones, in an order that rotates from round to round, so machine drift hits all of them alike.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import copy
 import json
 import math
 import os
-import queue
 import resource
 import statistics
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from trainstudy import datasets
-from trainstudy.data import DataSplits, load_data, split_indices
+from trainstudy.data import DataSplits, forget_last_load, load_data, split_indices
 from trainstudy.datamodule import DeviceBatches
 from trainstudy.errors import UserError
 from trainstudy.train import build, train
@@ -104,7 +102,7 @@ def stage_fashion_mnist(source: Path, work_dir: Path, limit: int | None = None) 
     return work_dir
 
 
-# ------------------------------------------------------------------------------------------ taking turns
+# ------------------------------------------------------------------------------------------ timing epochs
 
 
 @dataclass
@@ -112,73 +110,39 @@ class Epoch:
     seconds: float       # the time that counts (trainstudy: validation passes left out)
     wall: float          # everything between the epoch's first and last instruction
     peak_bytes: int      # peak memory during the epoch (CUDA: allocated by torch; CPU: the process's RSS)
+    cpu: float           # CPU seconds the process used (all threads), validation passes included: on a loaded
+                         # machine, less sensitive than wall time to what the other processes do
 
 
 @dataclass
-class Turns:
-    """One variant's thread, run one epoch at a time whenever the scheduler hands it the turn."""
+class EpochTimer:
+    """Times the epochs of one run; the caller brackets each with start() and stop()."""
 
-    name: str
     device: torch.device
     epochs: list[Epoch] = field(default_factory=list)
     excluded: float = 0.0  # seconds of this epoch that do not count (trainstudy's validation passes)
-    result: Any = None
-    _go: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    _back: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    _ready: bool = False
     _t0: float = 0.0
+    _cpu0: float = 0.0
 
-    # --- the scheduler's side
-    def start(self, body: Callable[[Turns], Any]) -> str:
-        """Start the thread; it sets up, then waits at its first epoch for its turn."""
-        threading.Thread(target=self._main, args=(body,), name=self.name, daemon=True).start()
-        return self._wait()
-
-    def turn(self) -> str:
-        """Let the variant run one epoch (or, after its last, finish); 'epoch' or 'done'."""
-        self._go.put(None)
-        return self._wait()
-
-    def _wait(self) -> str:
-        message = self._back.get()
-        if isinstance(message, BaseException):
-            raise message
-        return message
-
-    def _main(self, body: Callable[[Turns], Any]) -> None:
-        try:
-            self.result = body(self)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the scheduler's thread
-            self._back.put(e)
-            return
-        self._back.put("done")
-
-    # --- the variant's side (its own thread)
-    def epoch_start(self) -> None:
-        if not self._ready:
-            self._ready = True
-            self._handoff("ready")
+    def start(self) -> None:
         _sync(self.device)
         _reset_peak_memory(self.device)
         self.excluded = 0.0
+        self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
 
-    def epoch_end(self) -> None:
+    def stop(self) -> None:
         _sync(self.device)
         wall = time.perf_counter() - self._t0
-        self.epochs.append(Epoch(wall - self.excluded, wall, _peak_memory(self.device)))
-        self._handoff("epoch")
-
-    def _handoff(self, message: str) -> None:
-        self._back.put(message)
-        self._go.get()
+        cpu = time.process_time() - self._cpu0
+        self.epochs.append(Epoch(wall - self.excluded, wall, _peak_memory(self.device), cpu))
 
 
 class EpochClock(L.Callback):
-    """Times a Lightning run's epochs for ``Turns``; with exclude_validation, trainstudy's validation passes don't count."""
+    """An EpochTimer on a Lightning run; with exclude_validation, trainstudy's validation passes don't count."""
 
-    def __init__(self, turns: Turns, exclude_validation: bool = False):
-        self.turns, self.exclude_validation = turns, exclude_validation
+    def __init__(self, timer: EpochTimer, exclude_validation: bool = False):
+        self.timer, self.exclude_validation = timer, exclude_validation
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not self.exclude_validation:
@@ -190,16 +154,16 @@ class EpochClock(L.Callback):
             try:
                 return evaluate(*args, **kwargs)
             finally:
-                _sync(self.turns.device)
-                self.turns.excluded += time.perf_counter() - t0
+                _sync(self.timer.device)
+                self.timer.excluded += time.perf_counter() - t0
 
         module.evaluate = timed
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.turns.epoch_start()
+        self.timer.start()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.turns.epoch_end()
+        self.timer.stop()
 
 
 def _sync(device: torch.device) -> None:
@@ -236,21 +200,21 @@ def _initial(cfg: DictConfig, splits: DataSplits):  # noqa: ANN202 - a StudyModu
     return build(cfg, splits)[0]
 
 
-def run_raw(turns: Turns, cfg: DictConfig, splits: DataSplits, rounds: int) -> list[float]:
-    """A plain PyTorch loop. Returns the first (untimed) epoch's losses, to check it matches trainstudy."""
+def run_raw(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int) -> list[float]:
+    """A plain PyTorch loop. Returns the first (warm-up) epoch's losses, to check it matches trainstudy."""
     module = _initial(cfg, splits)
-    model, loss_fn = module.model.to(turns.device), module.loss
+    model, loss_fn = module.model.to(timer.device), module.loss
     if cfg.get("compile"):
         model.compile()
     optimizer = instantiate(cfg.optim)(model.parameters())
-    x, y = splits.x_train.to(turns.device), splits.y_train.to(turns.device)
+    x, y = splits.x_train.to(timer.device), splits.y_train.to(timer.device)
     bs = cfg.data.batch_size
     order = DeviceBatches(x, y, bs, cfg.seed, epoch=lambda: 0)  # only for its seeded permutation
-    autocast = torch.autocast(turns.device.type, dtype=torch.bfloat16,
+    autocast = torch.autocast(timer.device.type, dtype=torch.bfloat16,
                               enabled=cfg.trainer.precision == "bf16-mixed")
     first: list[torch.Tensor] = []
-    for epoch in range(rounds):
-        turns.epoch_start()
+    for epoch in range(epochs):
+        timer.start()
         perm = order.permutation(epoch)
         for start in range(0, len(perm), bs):
             idx = perm[start:start + bs]
@@ -261,19 +225,19 @@ def run_raw(turns: Turns, cfg: DictConfig, splits: DataSplits, rounds: int) -> l
             optimizer.step()
             if epoch == 0:
                 first.append(loss.detach())
-        turns.epoch_end()
+        timer.stop()
     return torch.stack(first).float().tolist()
 
 
-def run_trainstudy(turns: Turns, cfg: DictConfig, rounds: int, out_dir: Path) -> list[float]:
+def run_trainstudy(timer: EpochTimer, cfg: DictConfig, epochs: int, out_dir: Path) -> list[float]:
     """``train(cfg)``, as ``python train.py`` runs it. Returns its per-step training losses."""
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.trainer.max_epochs = rounds
+        cfg.trainer.max_epochs = epochs
         cfg.progress_bar = False
-        cfg.paths.output_dir = str(out_dir / "trainstudy")
-        cfg.paths.tb_dir = str(out_dir / "trainstudy" / "tb")
-    return train(cfg, callbacks=[EpochClock(turns, exclude_validation=True)])["train_loss"]
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.tb_dir = str(out_dir / "tb")
+    return train(cfg, callbacks=[EpochClock(timer, exclude_validation=True)])["train_loss"]
 
 
 class DataLoaderModule(L.LightningModule):
@@ -293,7 +257,7 @@ class DataLoaderModule(L.LightningModule):
         return self.optimizer_factory(self.model.parameters())
 
 
-def run_dataloader(turns: Turns, cfg: DictConfig, splits: DataSplits, rounds: int, out_dir: Path,
+def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int, out_dir: Path,
                    workers: int) -> None:
     """torchvision's FashionMNIST + DataLoader + Lightning's defaults (checkpoints and progress bar off)."""
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -308,16 +272,16 @@ def run_dataloader(turns: Turns, cfg: DictConfig, splits: DataSplits, rounds: in
                                            transforms.Normalize((pixels.mean().item(),), (pixels.std().item(),))])
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(images, train_idx.tolist()), batch_size=cfg.data.batch_size, shuffle=True,
-        num_workers=workers, pin_memory=turns.device.type == "cuda",
+        num_workers=workers, pin_memory=timer.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed))
     model = module.model
     if cfg.get("compile"):
         model.compile()
     trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_epochs=rounds,
-        logger=TensorBoardLogger(str(out_dir / "dataloader"), name="", version=""),
-        callbacks=[EpochClock(turns)], enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_epochs=epochs,
+        logger=TensorBoardLogger(str(out_dir), name="", version=""), callbacks=[EpochClock(timer)],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0)
     trainer.fit(DataLoaderModule(model, module.loss, instantiate(cfg.optim)), train_dataloaders=loader)
 
 
@@ -328,57 +292,56 @@ def run_dataloader(turns: Turns, cfg: DictConfig, splits: DataSplits, rounds: in
 class Row:
     case: str
     variant: str
-    epochs: list[Epoch]
+    epochs: list[Epoch]  # the timed ones
     samples: int
 
     @property
-    def timed(self) -> list[Epoch]:
-        return self.epochs[1:]  # the first epoch is the warm-up
-
-    @property
     def seconds(self) -> float:
-        return statistics.median(e.seconds for e in self.timed)
+        return statistics.median(e.seconds for e in self.epochs)
 
     @property
     def wall(self) -> float:
-        return statistics.median(e.wall for e in self.timed)
+        return statistics.median(e.wall for e in self.epochs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(e.cpu for e in self.epochs)
 
     @property
     def peak_bytes(self) -> int:
-        return max(e.peak_bytes for e in self.timed)
+        return max(e.peak_bytes for e in self.epochs)
 
 
-def run_case(case: Case, cfg: DictConfig, epochs: int, out_dir: Path, workers: int = 0,
+def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Path, workers: int = 0,
              variants: tuple[str, ...] = VARIANTS) -> tuple[list[Row], float | None]:
-    """Train every variant for a warm-up epoch plus ``epochs`` timed ones, interleaved epoch by epoch.
+    """Per round, train every variant for a warm-up epoch plus ``epochs`` timed ones, the order rotating.
 
-    Returns the rows and the largest difference between raw's and trainstudy's first-epoch losses (None when
-    either did not run): ~0 means both trained the same model on the same batches.
+    Everything runs in the main thread, as ``python train.py`` does (in other threads torch's CPU kernels
+    behave differently: one thread, or two that fight for the cores). Returns the rows and the largest
+    difference between raw's and trainstudy's warm-up-epoch losses (None when either did not run): 0 means both
+    trained the same model on the same batches.
     """
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     splits = load_data(cfg.data, cfg.data_dir)
-    rounds = epochs + 1
-    bodies: dict[str, Callable[[Turns], Any]] = {
-        "raw": lambda t: run_raw(t, cfg, splits, rounds),
-        "trainstudy": lambda t: run_trainstudy(t, cfg, rounds, out_dir / case.name),
-        "dataloader": lambda t: run_dataloader(t, cfg, splits, rounds, out_dir / case.name, workers),
+    runs: dict[str, Callable[[EpochTimer, Path], Any]] = {
+        "raw": lambda t, out: run_raw(t, cfg, splits, epochs + 1),
+        "trainstudy": lambda t, out: run_trainstudy(t, cfg, epochs + 1, out),
+        "dataloader": lambda t, out: run_dataloader(t, cfg, splits, epochs + 1, out, workers),
     }
-    turns = {name: Turns(name, device) for name in variants}
-    for name, t in turns.items():
-        t.start(bodies[name])
-    running = list(variants)
+    timed: dict[str, list[Epoch]] = {name: [] for name in variants}
+    losses: dict[str, list[float]] = {}
     for r in range(rounds):
-        for name in running[r % len(running):] + running[:r % len(running)]:
-            if turns[name].turn() == "done":  # ended early (a diverged run stops)
-                running.remove(name)
-    for name in running:
-        while turns[name].turn() != "done":
-            pass
-    rows = [Row(case.name, name, t.epochs, len(splits.x_train)) for name, t in turns.items()]
+        for name in variants[r % len(variants):] + variants[:r % len(variants)]:
+            timer = EpochTimer(device)
+            result = runs[name](timer, out_dir / case.name / f"round{r}" / name)
+            timed[name] += timer.epochs[1:]  # the first epoch is the warm-up
+            if r == 0 and result is not None:
+                losses[name] = result
+    rows = [Row(case.name, name, epochs_, len(splits.x_train)) for name, epochs_ in timed.items()]
     agreement = None
-    if "raw" in turns and "trainstudy" in turns:
-        raw, ours = turns["raw"].result, turns["trainstudy"].result
-        agreement = max((abs(a - b) for a, b in zip(raw, ours)), default=math.nan)
+    if "raw" in losses and "trainstudy" in losses:
+        pairs = zip(losses["raw"], losses["trainstudy"])
+        agreement = max((abs(a - b) for a, b in pairs), default=math.nan)
     return rows, agreement
 
 
@@ -389,12 +352,12 @@ def table(rows: list[Row]) -> str:
     """Median epoch time, samples/s and ratio to raw per case and variant."""
     raw = {r.case: r.seconds for r in rows if r.variant == "raw"}
     lines = [f"{'case':<9} {'variant':<11} {'epoch s':>8} {'samples/s':>10} {'x raw':>6} {'with val s':>10} "
-             f"{'peak mem':>9}"]
+             f"{'cpu s':>6} {'peak mem':>9}"]
     for r in rows:
         ratio = f"{r.seconds / raw[r.case]:.2f}" if r.case in raw else "-"
-        with_val = f"{r.wall:.3f}" if r.wall != r.seconds else ""
+        with_val = f"{r.wall:.3f}" if r.variant == "trainstudy" else ""
         lines.append(f"{r.case:<9} {r.variant:<11} {r.seconds:8.3f} {r.samples / r.seconds:10,.0f} {ratio:>6} "
-                     f"{with_val:>10} {r.peak_bytes / 2**20:7.0f} M")
+                     f"{with_val:>10} {r.cpu:6.2f} {r.peak_bytes / 2**20:7.0f} M")
     return "\n".join(lines)
 
 
@@ -402,7 +365,9 @@ def row_json(r: Row, raw_seconds: float | None) -> dict[str, Any]:
     return {"case": r.case, "variant": r.variant, "median_epoch_s": r.seconds, "median_epoch_with_val_s": r.wall,
             "samples_per_s": r.samples / r.seconds, "ratio_to_raw": r.seconds / raw_seconds if raw_seconds else None,
             "peak_memory_bytes": r.peak_bytes, "train_samples": r.samples,
-            "epochs_s": [e.seconds for e in r.epochs], "epochs_with_val_s": [e.wall for e in r.epochs]}
+            "median_epoch_cpu_s": r.cpu, "epochs_s": [e.seconds for e in r.epochs],
+            "epochs_with_val_s": [e.wall for e in r.epochs],
+            "epochs_cpu_s": [e.cpu for e in r.epochs]}
 
 
 # ------------------------------------------------------------------------------------------ the other figures
@@ -417,6 +382,7 @@ def time_data_loads(conf: Path, data_dir: Path, repeats: int = 5) -> dict[str, d
         cfg = OmegaConf.merge(OmegaConf.load(conf / "data" / f"{name}.yaml"), extra)
         times = []
         for _ in range(repeats + 1):
+            forget_last_load()
             t0 = time.perf_counter()
             splits = load_data(cfg, data_dir)
             times.append(time.perf_counter() - t0)

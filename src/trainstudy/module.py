@@ -7,6 +7,10 @@ from contextlib import nullcontext
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from trainstudy.losses import StudyLoss
@@ -25,6 +29,8 @@ class StudyModule(L.LightningModule):
     model's forward with torch.compile (layers and their names stay as they are).
     """
 
+    _plain_backward = False  # see plain_backward(); decided when training starts
+
     def __init__(self, model: nn.Module, loss: StudyLoss,
                  optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
                  automatic: bool = False, compile: bool = False):
@@ -37,6 +43,9 @@ class StudyModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_train_start(self) -> None:
+        self._plain_backward = plain_backward(self.trainer)
+
     def training_step(self, batch: list[Step], batch_idx: int) -> torch.Tensor:
         """The loss of each step, on the device (the tracker reads them back in bulk)."""
         if self.automatic_optimization:
@@ -47,7 +56,10 @@ class StudyModule(L.LightningModule):
         for x, y in batch:
             loss = self.loss(self.model(x), y)
             optimizer.zero_grad()
-            self.manual_backward(loss)
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             optimizer.step()
             losses.append(loss.detach())
         return torch.stack(losses)
@@ -73,3 +85,17 @@ class StudyModule(L.LightningModule):
         self.model.train(was_training)
         loss, acc = torch.stack([loss_sum / len(x), correct.float() / len(x)]).tolist()
         return loss, acc
+
+
+def plain_backward(trainer: L.Trainer) -> bool:
+    """Whether ``manual_backward(loss)`` would do nothing but ``loss.backward()``: a strategy that adds nothing
+    around the backward pass (one device: no DDP synchronization), a precision without loss scaling (32-bit or
+    bf16-mixed) and no callback or module hook on either side of it. Lightning's dispatch of those hooks costs
+    ~300 Python calls a step, as much as the rest of the step's framework work together."""
+    strategy, precision, module = trainer.strategy, trainer.precision_plugin, trainer.lightning_module
+    hooks = ("on_before_backward", "on_after_backward")
+    return (all(getattr(type(strategy), name) is getattr(Strategy, name)
+                for name in ("backward", "pre_backward", "post_backward"))
+            and type(precision) in (Precision, MixedPrecision) and getattr(precision, "scaler", None) is None
+            and not any(is_overridden(hook, callback, Callback) for callback in trainer.callbacks for hook in hooks)
+            and not any(is_overridden(hook, module, L.LightningModule) for hook in (*hooks, "backward")))
