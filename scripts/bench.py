@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from trainstudy import bench
+from trainstudy import bench, fixed_costs
 from trainstudy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,14 @@ CONF = ROOT / "conf"
 TINY_SAMPLES = 300
 # Jobs of the start-up and sweep figures: the bench's MLP on Fashion-MNIST, 100 steps, validation every 50.
 JOB = ["data=fashion_mnist", "model.depth=1", "trainer.max_steps=100", "val_every_n_steps=50"]
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def load_average() -> str:
@@ -79,7 +87,7 @@ def main(argv: list[str]) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     rounds, epochs = (1, 1) if args.tiny else (args.rounds, args.epochs)
     report: dict = {"command": " ".join(["python scripts/bench.py", *argv]), "load_average_before": load_average(),
-                    "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or 'unknown'})",
+                    "device": torch.cuda.get_device_name() if cuda else f"cpu: {cpu_name()}, {os.cpu_count()} cores",
                     "torch_threads": torch.get_num_threads(), "rounds": rounds, "timed_epochs_per_round": epochs,
                     "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     with tempfile.TemporaryDirectory(prefix="trainstudy-bench-") as tmp:
@@ -111,7 +119,7 @@ def main(argv: list[str]) -> int:
         print()
         print(bench.table(rows))
         print(f"epoch s: median training time per epoch (trainstudy: its validation passes left out; 'with val s' "
-              f"keeps them); cpu s: the process's CPU seconds per epoch, validation included; peak mem: "
+              f"keeps them); cpu s: the process's CPU seconds per epoch (validation left out too); peak mem: "
               f"{'CUDA allocated' if cuda else 'process RSS'}. "
               f"load average {report['load_average_before']} -> {report['load_average_after']}")
         if args.extras:
@@ -125,15 +133,16 @@ def main(argv: list[str]) -> int:
 def extras(data_dir: Path, work: Path) -> dict:
     """Cached data loads, start-up to the first training step, a sweep's per-job overhead; printed as they come."""
     out: dict = {"load_average_before": load_average()}
-    out["data_loads"] = bench.time_data_loads(CONF, data_dir)
+    out["data_loads"] = fixed_costs.time_data_loads(CONF, data_dir)
     for name, figures in out["data_loads"].items():
-        print(f"data load {name} ({figures['source']}): first {figures['first_s']:.3f} s, from the cache "
-              f"{figures['cached_median_s']:.3f} s (median), again in the same process {figures['in_process_again_s']:.3f} s")
-    out["startup"] = bench.time_startup(ROOT, data_dir, work, JOB)
+        print(f"data load {name} ({figures['source']}): first in the process {figures['first_in_process_s']:.3f} s, "
+              f"from the cache {figures['cached_median_s']:.3f} s (median), again in the same process "
+              f"{figures['in_process_again_s']:.3f} s")
+    out["startup"] = fixed_costs.time_startup(ROOT, data_dir, work, JOB)
     s = out["startup"]
     print(f"start-up to the first training step of `{s['command']}`: {s['first_step_s']:.2f} s vs "
           f"`python -c 'import torch, lightning'` {s['import_torch_lightning_s']:.2f} s = {s['ratio']:.2f}x (medians)")
-    out["sweep"] = bench.time_sweep(ROOT, data_dir, work, JOB)
+    out["sweep"] = fixed_costs.time_sweep(ROOT, data_dir, work, JOB)
     w = out["sweep"]
     print(f"sweep `{w['command']}` (basic launcher): {w['wall_s']:.1f} s wall, {w['train_s']:.1f} s training; "
           f"{w['per_job_overhead_s']:.2f} s per job beyond training "

@@ -11,22 +11,18 @@ same training samples (Fashion-MNIST's training files minus trainstudy's validat
   ``self.log`` every step: what users would otherwise get.
 
 The variants run in one process, in rounds: each round trains every variant for a warm-up epoch and a few timed
-ones, in an order that rotates from round to round, so machine drift hits all of them alike.
+ones, raw's epochs interleaved with trainstudy's, so machine drift hits them alike.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-import os
+import itertools
 import resource
 import statistics
 import struct
-import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from trainstudy import datasets
-from trainstudy.data import DataSplits, forget_last_load, load_data, split_indices
+from trainstudy.data import DataSplits, load_data, split_indices
 from trainstudy.datamodule import DeviceBatches
 from trainstudy.errors import UserError
 from trainstudy.train import build, train
@@ -110,8 +106,8 @@ class Epoch:
     seconds: float       # the time that counts (trainstudy: validation passes left out)
     wall: float          # everything between the epoch's first and last instruction
     peak_bytes: int      # peak memory during the epoch (CUDA: allocated by torch; CPU: the process's RSS)
-    cpu: float           # CPU seconds the process used (all threads), validation passes included: on a loaded
-                         # machine, less sensitive than wall time to what the other processes do
+    cpu: float           # CPU seconds the process used (all threads), validation passes left out too: time the
+                         # machine gave to other processes does not count
 
 
 @dataclass
@@ -121,13 +117,14 @@ class EpochTimer:
     device: torch.device
     epochs: list[Epoch] = field(default_factory=list)
     excluded: float = 0.0  # seconds of this epoch that do not count (trainstudy's validation passes)
+    excluded_cpu: float = 0.0
     _t0: float = 0.0
     _cpu0: float = 0.0
 
     def start(self) -> None:
         _sync(self.device)
         _reset_peak_memory(self.device)
-        self.excluded = 0.0
+        self.excluded = self.excluded_cpu = 0.0
         self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
 
@@ -135,14 +132,18 @@ class EpochTimer:
         _sync(self.device)
         wall = time.perf_counter() - self._t0
         cpu = time.process_time() - self._cpu0
-        self.epochs.append(Epoch(wall - self.excluded, wall, _peak_memory(self.device), cpu))
+        self.epochs.append(Epoch(wall - self.excluded, wall, _peak_memory(self.device), cpu - self.excluded_cpu))
 
 
 class EpochClock(L.Callback):
-    """An EpochTimer on a Lightning run; with exclude_validation, trainstudy's validation passes don't count."""
+    """An EpochTimer on a Lightning run; with exclude_validation, trainstudy's validation passes don't count.
 
-    def __init__(self, timer: EpochTimer, exclude_validation: bool = False):
-        self.timer, self.exclude_validation = timer, exclude_validation
+    ``alongside`` (an iterator, one epoch of another loop per next()) runs an epoch next to each of this run's,
+    before it on even epochs and after it on odd ones: both then see the machine in the same state.
+    """
+
+    def __init__(self, timer: EpochTimer, exclude_validation: bool = False, alongside: Iterator[None] | None = None):
+        self.timer, self.exclude_validation, self.alongside = timer, exclude_validation, alongside
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not self.exclude_validation:
@@ -150,20 +151,25 @@ class EpochClock(L.Callback):
         evaluate = module.evaluate
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             try:
                 return evaluate(*args, **kwargs)
             finally:
                 _sync(self.timer.device)
                 self.timer.excluded += time.perf_counter() - t0
+                self.timer.excluded_cpu += time.process_time() - cpu0
 
         module.evaluate = timed
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.alongside is not None and trainer.current_epoch % 2 == 0:
+            next(self.alongside)
         self.timer.start()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.timer.stop()
+        if self.alongside is not None and trainer.current_epoch % 2 == 1:
+            next(self.alongside)
 
 
 def _sync(device: torch.device) -> None:
@@ -194,14 +200,16 @@ def _peak_memory(device: torch.device) -> int:
 # ------------------------------------------------------------------------------------------ the variants
 
 
-def _initial(cfg: DictConfig, splits: DataSplits):  # noqa: ANN202 - a StudyModule
+def _initial(cfg: DictConfig, splits: DataSplits):
     """The module train(cfg) starts from: seeded the same way, so the same initial weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return build(cfg, splits)[0]
 
 
-def run_raw(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int) -> list[float]:
-    """A plain PyTorch loop. Returns the first (warm-up) epoch's losses, to check it matches trainstudy."""
+def raw_epochs(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, losses: list[float]) -> Iterator[None]:
+    """A plain PyTorch loop, one epoch per next(). The model, optimizer and tensors are set up here, before the
+    first next(), from the same seeded build as train(cfg)'s. The first epoch's losses go to ``losses`` (to check
+    that it trains exactly as trainstudy does)."""
     module = _initial(cfg, splits)
     model, loss_fn = module.model.to(timer.device), module.loss
     if cfg.get("compile"):
@@ -212,32 +220,40 @@ def run_raw(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int)
     order = DeviceBatches(x, y, bs, cfg.seed, epoch=lambda: 0)  # only for its seeded permutation
     autocast = torch.autocast(timer.device.type, dtype=torch.bfloat16,
                               enabled=cfg.trainer.precision == "bf16-mixed")
-    first: list[torch.Tensor] = []
-    for epoch in range(epochs):
-        timer.start()
-        perm = order.permutation(epoch)
-        for start in range(0, len(perm), bs):
-            idx = perm[start:start + bs]
-            with autocast:
-                loss = loss_fn(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+    def epochs() -> Iterator[None]:
+        first: list[torch.Tensor] = []
+        for epoch in itertools.count():
+            timer.start()
+            perm = order.permutation(epoch)
+            for start in range(0, len(perm), bs):
+                idx = perm[start:start + bs]
+                with autocast:
+                    loss = loss_fn(model(x[idx]), y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if epoch == 0:
+                    first.append(loss.detach())
+            timer.stop()
             if epoch == 0:
-                first.append(loss.detach())
-        timer.stop()
-    return torch.stack(first).float().tolist()
+                losses.extend(torch.stack(first).float().tolist())
+            yield
+
+    return epochs()
 
 
-def run_trainstudy(timer: EpochTimer, cfg: DictConfig, epochs: int, out_dir: Path) -> list[float]:
-    """``train(cfg)``, as ``python train.py`` runs it. Returns its per-step training losses."""
+def run_trainstudy(timer: EpochTimer, cfg: DictConfig, epochs: int, out_dir: Path,
+                   alongside: Iterator[None] | None = None) -> list[float]:
+    """``train(cfg)``, as ``python train.py`` runs it (``alongside``: see EpochClock). Returns its per-step
+    training losses."""
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.max_epochs = epochs
         cfg.progress_bar = False
         cfg.paths.output_dir = str(out_dir)
         cfg.paths.tb_dir = str(out_dir / "tb")
-    return train(cfg, callbacks=[EpochClock(timer, exclude_validation=True)])["train_loss"]
+    return train(cfg, callbacks=[EpochClock(timer, exclude_validation=True, alongside=alongside)])["train_loss"]
 
 
 class DataLoaderModule(L.LightningModule):
@@ -314,35 +330,50 @@ class Row:
 
 def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Path, workers: int = 0,
              variants: tuple[str, ...] = VARIANTS) -> tuple[list[Row], float | None]:
-    """Per round, train every variant for a warm-up epoch plus ``epochs`` timed ones, the order rotating.
+    """Per round, train every variant for a warm-up epoch plus ``epochs`` timed ones.
 
-    Everything runs in the main thread, as ``python train.py`` does (in other threads torch's CPU kernels
-    behave differently: one thread, or two that fight for the cores). Returns the rows and the largest
-    difference between raw's and trainstudy's warm-up-epoch losses (None when either did not run): 0 means both
-    trained the same model on the same batches.
+    raw and trainstudy run together, an epoch of one next to an epoch of the other (see EpochClock): their
+    ratio is the figure that matters, and machine drift then hits both alike. The dataloader variant runs before
+    or after them, alternately. Everything runs in the main thread, as ``python train.py`` does (in other
+    threads torch's CPU kernels behave differently). Returns the rows and the largest difference between raw's
+    and trainstudy's warm-up-epoch losses (None when either did not run): 0 means both trained the same model
+    on the same batches.
     """
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     splits = load_data(cfg.data, cfg.data_dir)
-    runs: dict[str, Callable[[EpochTimer, Path], Any]] = {
-        "raw": lambda t, out: run_raw(t, cfg, splits, epochs + 1),
-        "trainstudy": lambda t, out: run_trainstudy(t, cfg, epochs + 1, out),
-        "dataloader": lambda t, out: run_dataloader(t, cfg, splits, epochs + 1, out, workers),
-    }
-    timed: dict[str, list[Epoch]] = {name: [] for name in variants}
-    losses: dict[str, list[float]] = {}
+    timers: dict[str, list[EpochTimer]] = {name: [] for name in variants}
+    losses: dict[str, list[float]] = {}  # round 0's first-epoch losses
+
+    def timer(name: str) -> EpochTimer:
+        timers[name].append(EpochTimer(device))
+        return timers[name][-1]
+
+    def together(out: Path) -> None:
+        first: list[float] = []  # filled by raw's first epoch
+        losses.setdefault("raw", first)
+        raw = raw_epochs(timer("raw"), cfg, splits, first) if "raw" in variants else None
+        if "trainstudy" in variants:
+            trained = run_trainstudy(timer("trainstudy"), cfg, epochs + 1, out / "trainstudy", raw)
+            losses.setdefault("trainstudy", trained)
+        elif raw is not None:
+            for _ in range(epochs + 1):
+                next(raw)
+
+    runs = [together] if {"raw", "trainstudy"} & set(variants) else []
+    if "dataloader" in variants:
+        runs.append(lambda out: run_dataloader(timer("dataloader"), cfg, splits, epochs + 1, out / "dataloader",
+                                               workers))
     for r in range(rounds):
-        for name in variants[r % len(variants):] + variants[:r % len(variants)]:
-            timer = EpochTimer(device)
-            result = runs[name](timer, out_dir / case.name / f"round{r}" / name)
-            timed[name] += timer.epochs[1:]  # the first epoch is the warm-up
-            if r == 0 and result is not None:
-                losses[name] = result
-    rows = [Row(case.name, name, epochs_, len(splits.x_train)) for name, epochs_ in timed.items()]
+        for run in runs[r % len(runs):] + runs[:r % len(runs)]:
+            run(out_dir / case.name / f"round{r}")
+    rows = [Row(case.name, name, [e for t in ts for e in t.epochs[1:]], len(splits.x_train))  # minus warm-ups
+            for name, ts in timers.items()]
     agreement = None
-    if "raw" in losses and "trainstudy" in losses:
-        pairs = zip(losses["raw"], losses["trainstudy"])
-        agreement = max((abs(a - b) for a, b in pairs), default=math.nan)
+    if losses.get("raw") and "trainstudy" in losses:
+        pairs = zip(losses["raw"], losses["trainstudy"])  # raw's first epoch, trainstudy's first steps
+        agreement = max(abs(a - b) for a, b in pairs)
     return rows, agreement
+
 
 
 # ------------------------------------------------------------------------------------------ the table
@@ -370,93 +401,3 @@ def row_json(r: Row, raw_seconds: float | None) -> dict[str, Any]:
             "epochs_cpu_s": [e.cpu for e in r.epochs]}
 
 
-# ------------------------------------------------------------------------------------------ the other figures
-
-
-def time_data_loads(conf: Path, data_dir: Path, repeats: int = 5) -> dict[str, dict[str, float | str]]:
-    """Seconds to load each dataset from the decoded-array cache (the first call decodes when no cache exists)."""
-    from omegaconf import OmegaConf
-
-    out: dict[str, dict[str, float | str]] = {}
-    for label, name, extra in (("fashion_mnist", "fashion_mnist", {}), ("mnist bundled", "mnist", {"source": "bundled"})):
-        cfg = OmegaConf.merge(OmegaConf.load(conf / "data" / f"{name}.yaml"), extra)
-        times = []
-        for _ in range(repeats + 1):
-            forget_last_load()
-            t0 = time.perf_counter()
-            splits = load_data(cfg, data_dir)
-            times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        load_data(cfg, data_dir)
-        again = time.perf_counter() - t0
-        out[label] = {"source": splits.source, "first_s": times[0], "cached_median_s": statistics.median(times[1:]),
-                      "in_process_again_s": again}
-    return out
-
-
-# Runs train.py as it is, but ends the process at the first training step and prints the time it got there.
-FIRST_STEP = """
-import os, runpy, sys, time
-from trainstudy.module import StudyModule
-
-def first_step(*args, **kwargs):
-    print(f"first training step at {time.time():.6f}", flush=True)
-    os._exit(0)
-
-StudyModule.training_step = first_step
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def _launch(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Seconds from launching argv to its exit (or to the first training step it prints), and its output."""
-    t0 = time.time()
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    end = time.time()
-    marks = [line for line in proc.stdout.splitlines() if line.startswith("first training step at ")]
-    if marks:
-        end = float(marks[-1].rsplit(" ", 1)[1])
-    elif proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
-    return end - t0, proc.stderr
-
-
-def time_startup(root: Path, data_dir: Path, work_dir: Path, args: list[str], repeats: int = 5) -> dict[str, Any]:
-    """Process start to the first training step of ``python train.py args``, next to ``import torch, lightning``.
-
-    The two are launched in turn, ``repeats`` times each; medians.
-    """
-    env = {**os.environ, "TRAINSTUDY_DATA_DIR": str(data_dir)}
-    run = [sys.executable, "-c", FIRST_STEP, str(root / "train.py"), *args, f"hydra.run.dir={work_dir}/startup"]
-    base = [sys.executable, "-c", "import torch, lightning"]
-    _launch(run, work_dir, env)  # warms the data cache and the OS's file cache
-    runs, bases = [], []
-    for _ in range(repeats):
-        bases.append(_launch(base, work_dir, env)[0])
-        runs.append(_launch(run, work_dir, env)[0])
-    return {"command": f"python train.py {' '.join(args)}", "first_step_s": statistics.median(runs),
-            "import_torch_lightning_s": statistics.median(bases),
-            "ratio": statistics.median(runs) / statistics.median(bases), "first_step_all_s": runs,
-            "import_all_s": bases}
-
-
-def time_sweep(root: Path, data_dir: Path, work_dir: Path, args: list[str], jobs: int = 8) -> dict[str, Any]:
-    """A basic-launcher sweep's cost per job beyond training: (wall - training time) of an n-job sweep minus a
-    1-job sweep's, over n - 1 jobs (so the process's own start-up does not count)."""
-    env = {**os.environ, "TRAINSTUDY_DATA_DIR": str(data_dir)}
-    measured = {}
-    for n in (1, jobs):
-        sweep_dir = work_dir / f"sweep{n}"
-        argv = [sys.executable, str(root / "train.py"), "-m", *args, f"seed={','.join(map(str, range(n)))}",
-                f"hydra.sweep.dir={sweep_dir}"]
-        wall, _ = _launch(argv, work_dir, env)
-        train_s = [json.loads(p.read_text())["metrics"]["conv/train_time_s"] for p in sweep_dir.glob("*/metrics.json")]
-        if len(train_s) != n:
-            raise RuntimeError(f"sweep of {n} left {len(train_s)} metrics.json files")
-        measured[n] = (wall, sum(train_s))
-    (wall1, train1), (wall_n, train_n) = measured[1], measured[jobs]
-    return {"command": f"python train.py -m {' '.join(args)} seed=0,...,{jobs - 1}", "jobs": jobs,
-            "wall_s": wall_n, "train_s": train_n, "wall_1_job_s": wall1, "train_1_job_s": train1,
-            "per_job_overhead_s": ((wall_n - train_n) - (wall1 - train1)) / (jobs - 1),
-            "per_job_overhead_with_startup_s": (wall_n - train_n) / jobs}
