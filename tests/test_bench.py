@@ -4,28 +4,29 @@ step, compile and bf16-mixed run, and the benchmark runs (its timings are never 
 from __future__ import annotations
 
 import json
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from conftest import ROOT, make_cfg
 from test_data import write_idx
 from trainstudy import bench, datasets
 from trainstudy.datamodule import DeviceBatches, steps_per_batch
-from trainstudy.train import train
+from trainstudy.train import fit, train
 
 SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "log_every_n_steps=8", "progress_bar=false"]
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize(("intervals", "k"), [((10, 50, 500), 10), ((25, 20, 100), 5), ((7, 50, 500), 1),
-                                              ((64, 128, 0), 16), ((0,), 16), ((1, 50), 1)])
+@pytest.mark.parametrize(("intervals", "k"), [((500,), 50), ((10, 50, 500), 10), ((25, 20, 100), 5), ((7, 50, 500), 1),
+                                              ((64, 128, 0), 64), ((0,), 64), ((1, 50), 1), ((97,), 1)])
 def test_steps_per_batch_divides_every_interval(intervals: tuple[int, ...], k: int) -> None:
     assert steps_per_batch(*intervals) == k
 
@@ -72,6 +73,52 @@ def test_backward_hooks_run_for_every_step_when_a_callback_has_them(tmp_path: Pa
     hooked = train(make_cfg([*SHORT, f"data_dir={data_dir}"], tmp_path / "hooked"), callbacks=[Backwards()])
     assert Backwards.seen == 40
     assert hooked["train_loss"] == plain["train_loss"]
+
+
+class BeforeStep(L.Callback):
+    """Records what each on_before_optimizer_step call sees."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.grad_norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: object) -> None:
+        assert isinstance(optimizer, torch.optim.Optimizer) and not isinstance(optimizer, LightningOptimizer)
+        self.steps.append(trainer.global_step)  # the updates done so far
+        self.grad_norms.append(torch.cat([p.grad.flatten() for p in module.parameters()]).norm().item())
+
+
+class BeforeStepAndBackward(BeforeStep):
+    def on_after_backward(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        pass  # a backward hook: the steps then go through Lightning's optimizer and backward
+
+
+def test_plain_steps_skip_lightnings_dispatch_but_not_its_hooks(tmp_path: Path, data_dir: Path) -> None:
+    """On one CPU device a step calls the torch optimizer itself (plain_optimizer_step); every
+    on_before_optimizer_step hook still runs once per step, at the same step and on the same gradients."""
+    plain_hook, full_hook = BeforeStep(), BeforeStepAndBackward()
+    plain, plain_module = fit(make_cfg([*SHORT, f"data_dir={data_dir}"], tmp_path / "plain"), [plain_hook])
+    full, full_module = fit(make_cfg([*SHORT, f"data_dir={data_dir}"], tmp_path / "full"), [full_hook])
+    assert plain_module._plain_step and not full_module._plain_step
+    assert plain_hook.steps == full_hook.steps == list(range(40))
+    assert plain_hook.grad_norms == full_hook.grad_norms
+    assert plain["train_loss"] == full["train_loss"] and plain["curve"] == full["curve"]
+
+
+def test_validation_and_stop_on_reach_inside_a_group_at_their_exact_step(tmp_path: Path, data_dir: Path) -> None:
+    """Groups of 50 steps (checkpoints every 50); validation every 7 steps and the stop at the target happen
+    between the group's steps, exactly where Lightning's one-step batches have them."""
+    run = ["data=digits", "data.batch_size=16", f"data_dir={data_dir}", "trainer.max_steps=200",
+           "val_every_n_steps=7", "checkpoint.every_n_steps=50", "target.value=0.7", "target.stop_on_reach=true",
+           "progress_bar=false"]
+    grouped = train(make_cfg(run, tmp_path / "grouped"))
+    lightning = train(make_cfg([*run, "+trainer.gradient_clip_val=1e9"], tmp_path / "auto"))
+    reached = grouped["metrics"]["conv/steps_to_target"]
+    assert reached is not None and reached % 7 == 0 and reached % 50 != 0
+    assert len(grouped["train_loss"]) == grouped["metrics"]["conv/steps"] == reached
+    assert [p["step"] for p in grouped["curve"]] == list(range(0, reached + 1, 7))
+    assert grouped["train_loss"] == lightning["train_loss"] and grouped["curve"] == lightning["curve"]
+    assert grouped["metrics"]["conv/samples_to_target"] == lightning["metrics"]["conv/samples_to_target"]
 
 
 def test_no_host_sync_per_step(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

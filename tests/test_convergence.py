@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import make_cfg
 from test_train import cli, scalars
 from trainstudy.convergence import steps_to_target
-from trainstudy.train import train
+from trainstudy.train import AUTO_VAL_STEPS, train, val_interval
 
 SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "progress_bar=false"]
 CONV_METRICS = {"conv/reached", "conv/steps_to_target", "conv/samples_to_target", "conv/time_to_target_s",
@@ -102,3 +102,24 @@ def test_divergence_ends_the_run_cleanly_with_exit_zero(tmp_path: Path, data_dir
     assert result["curve"][0]["step"] == 0 and math.isfinite(result["curve"][0]["val/loss"])  # earlier metrics kept
     assert [s for s, _ in scalars(run / "tb")["train/loss"]] == list(range(1, step))
     assert f"diverged at step {step}" in proc.stderr
+
+
+@pytest.mark.parametrize(("val_samples", "batch", "expected"), [(500, 128, 10), (180, 32, 10), (6000, 128, 100),
+                                                                (6000, 512, 20), (5000, 128, 100), (6000, 32, 250)])
+def test_auto_validation_interval_keeps_validation_under_a_quarter_of_training(val_samples: int, batch: int,
+                                                                              expected: int) -> None:
+    """val_every_n_steps=auto: the finest interval whose validation pass (~1/3 of a training step per sample)
+    costs at most ~1/4 of the training between two passes."""
+    n = val_interval(make_cfg([f"data.batch_size={batch}"]), val_samples)
+    assert n == expected
+    assert val_samples <= 0.75 * n * batch
+    assert all(val_samples > 0.75 * k * batch for k in AUTO_VAL_STEPS if k < n)
+    assert val_interval(make_cfg([f"data.batch_size={batch}", "val_every_n_steps=7"]), val_samples) == 7
+
+
+def test_auto_validation_interval_is_the_default_and_what_the_curve_shows(tmp_path: Path, data_dir: Path) -> None:
+    assert make_cfg().val_every_n_steps == "auto"
+    # digits holds out 180 validation samples; at batch 8: 180 <= 0.75 * k * 8 first for k = 50
+    result = train(make_cfg(["data=digits", "data.batch_size=8", f"data_dir={data_dir}", "trainer.max_steps=60",
+                             "progress_bar=false"], tmp_path))
+    assert [p["step"] for p in result["curve"]] == [0, 50, 60]  # and the last step, as every run ends

@@ -147,19 +147,26 @@ class ConvergenceTracker(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        # a batch is a list of optimizer steps (see DeviceBatches), each with its loss
+        if getattr(module, "reports_steps", False):
+            return  # StudyModule called on_train_step_end after each of the batch's steps
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._pending.append(loss.detach().reshape(-1))
-        for x, _ in batch:
-            self._samples += len(x)
-            self.state.samples.append(self._samples)
+        (x, _), = batch  # automatic optimization: one step per batch
+        self.on_train_step_end(trainer, module, loss.detach(), len(x))
+
+    def on_train_step_end(self, trainer: L.Trainer, module: L.LightningModule, loss: torch.Tensor,
+                          samples: int) -> None:
+        """After each optimizer step (trainer.global_step counts it): its loss, still on the device, and batch
+        size. Validates at every ``val_every_n_steps``, reads the losses back every ``flush_every``."""
+        self._pending.append(loss.reshape(-1))
+        self._samples += samples
+        self.state.samples.append(self._samples)
         step = trainer.global_step
         if step % self.val_every == 0:
             self._pause(module)
             if self._flush(trainer):
                 self._validate(trainer, module, step)
             self._resume()
-        elif sum(map(len, self._pending)) >= self.flush_every:
+        elif len(self._pending) >= self.flush_every:
             self._flush(trainer)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -22,14 +22,36 @@ from trainstudy.data import DataSplits
 warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
+class Steps:
+    """The batches of a few consecutive optimizer steps: their sample indices, cut from x and y when iterated
+    (a group costs its indices in memory, not its samples)."""
+
+    __slots__ = ("indices", "x", "y")
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: list[torch.Tensor]):
+        self.x, self.y, self.indices = x, y, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.indices[i]
+        return self.x[idx], self.y[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x, self.y
+        for idx in self.indices:
+            yield x[idx], y[idx]
+
+
 class DeviceBatches:
     """An epoch of training steps cut from device tensors by a fresh seeded permutation, a few steps per item.
 
-    Each item is a list of (x, y) batches, one optimizer step each, that StudyModule takes in one Lightning
+    Each item is a Steps group, one (x, y) batch per optimizer step, that StudyModule takes in one Lightning
     batch: Lightning's per-batch machinery costs about as much as a small model's whole step on a CPU, so
     consecutive steps share it. An item ends at every multiple of ``steps_per_batch`` in global steps (the
-    steps at which the tracker validates and logs and checkpoints are written), at the epoch's end and at
-    ``max_steps``; with ``steps_per_batch=1`` every item is one step.
+    steps at which checkpoints are written), at the epoch's end and at ``max_steps``; with
+    ``steps_per_batch=1`` every item is one step.
 
     It has no ``len()`` on purpose: Lightning then ends an epoch where the iterator does, rather than after a
     count of batches that its own restored counters can get wrong (a run interrupted at an epoch's last batch
@@ -53,29 +75,29 @@ class DeviceBatches:
         n = -(-len(self.x) // self.world_size)
         return -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    def __iter__(self) -> Iterator[Steps]:
         epoch = self.epoch()
         perm = self.permutation(epoch)
         step = self.step()
         # a run resumed mid-epoch goes on with the batches it had not yet seen
         done = max(0, step - epoch * self.steps_per_epoch())
-        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        indices: list[torch.Tensor] = []
         for start in range(done * self.batch_size, len(perm), self.batch_size):
-            idx = perm[start:start + self.batch_size]
-            steps.append((self.x[idx], self.y[idx]))
+            indices.append(perm[start:start + self.batch_size])
             step += 1
             if step % self.steps_per_batch == 0 or step == self.max_steps:
-                yield steps
-                steps = []
+                yield Steps(self.x, self.y, indices)
+                indices = []
                 if step == self.max_steps:
                     return
-        if steps:
-            yield steps
+        if indices:
+            yield Steps(self.x, self.y, indices)
 
 
-def steps_per_batch(*intervals: int, limit: int = 16) -> int:
+def steps_per_batch(*intervals: int, limit: int = 64) -> int:
     """The most steps (at most ``limit``) that can share a Lightning batch: a divisor of every interval, in
-    steps, at which callbacks act (validation, logging, checkpoints); 0 stands for never."""
+    steps, at which callbacks act at a batch's end (checkpoints); 0 stands for never. The limit bounds how long
+    a SIGTERM waits for the batch to end."""
     common = math.gcd(*intervals)
     return max(k for k in range(1, limit + 1) if common % k == 0)
 

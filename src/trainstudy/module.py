@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,14 +23,21 @@ Step = tuple[torch.Tensor, torch.Tensor]  # the (x, y) batch of one optimizer st
 class StudyModule(L.LightningModule):
     """Trains ``model`` on ``loss``; ``optimizer`` is a partial that takes the parameters.
 
-    A training batch is a list of steps (see DeviceBatches), taken here one after the other through
-    Lightning's optimizer and ``manual_backward``: its hooks, precision plugin and step count work as in
-    automatic optimization, at a fraction of its cost per step. ``automatic=True`` leaves the one step of each
-    batch to Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the
-    model's forward with torch.compile (layers and their names stay as they are).
+    A training batch is a group of steps (see DeviceBatches), taken here one after the other with manual
+    optimization: each step goes through Lightning's optimizer, so the step count, the hooks around the update
+    and the precision plugin work as in automatic optimization, and Lightning's per-batch machinery is paid
+    once per group. After every step, each callback with an ``on_train_step_end(trainer, module, loss,
+    samples)`` method hears of it (the tracker validates there, at its exact step), and the group ends early
+    once one of them sets ``trainer.should_stop``. ``automatic=True`` leaves the one step of each batch to
+    Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the model's
+    forward with torch.compile (layers and their names stay as they are).
     """
 
-    _plain_backward = False  # see plain_backward(); decided when training starts
+    # decided when training starts: see plain_backward() and plain_optimizer_step()
+    _plain_backward = False
+    _plain_step = False
+    _before_step: tuple[Callable[..., Any], ...] = ()
+    _step_end: tuple[Callable[..., Any], ...] = ()
 
     def __init__(self, model: nn.Module, loss: StudyLoss,
                  optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
@@ -40,28 +48,59 @@ class StudyModule(L.LightningModule):
         if compile:
             self.model.compile()
 
+    @property
+    def reports_steps(self) -> bool:
+        """Whether on_train_step_end listeners hear of every step from here (else: a step per batch, after it)."""
+        return not self.automatic_optimization
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def on_train_start(self) -> None:
-        self._plain_backward = plain_backward(self.trainer)
+        trainer = self.trainer
+        self._plain_backward = plain_backward(trainer)
+        self._plain_step = plain_optimizer_step(trainer, self.optimizers())
+        # the on_before_optimizer_step hooks the precision plugin would call, called directly on a plain step
+        self._before_step = tuple(cb.on_before_optimizer_step for cb in trainer.callbacks
+                                  if is_overridden("on_before_optimizer_step", cb, Callback))
+        if is_overridden("on_before_optimizer_step", self, L.LightningModule):
+            self._before_step += (lambda _trainer, module, optimizer: module.on_before_optimizer_step(optimizer),)
+        self._step_end = tuple(cb.on_train_step_end for cb in trainer.callbacks if hasattr(cb, "on_train_step_end"))
 
-    def training_step(self, batch: list[Step], batch_idx: int) -> torch.Tensor:
-        """The loss of each step, on the device (the tracker reads them back in bulk)."""
+    def training_step(self, batch: Iterable[Step], batch_idx: int) -> torch.Tensor:
+        """The loss of each step taken, on the device (the tracker reads them back in bulk)."""
         if self.automatic_optimization:
             (x, y), = batch
             return self.loss(self.model(x), y)
-        optimizer = self.optimizers()
+        trainer, optimizer = self.trainer, self.optimizers()
+        plain = self._plain_step
+        inner = optimizer.optimizer
         losses = []
         for x, y in batch:
             loss = self.loss(self.model(x), y)
-            optimizer.zero_grad()
-            if self._plain_backward:
+            if plain:
+                inner.zero_grad()
                 loss.backward()
+                # what LightningOptimizer.step -> Strategy -> Precision.optimizer_step do on one device at this
+                # precision, without ~100 Python calls of dispatch: count the step, call the hooks, update
+                optimizer._on_before_step()
+                for hook in self._before_step:
+                    hook(trainer, self, inner)  # as Lightning does: the torch optimizer
+                inner.step()
+                optimizer._on_after_step()
             else:
-                self.manual_backward(loss)
-            optimizer.step()
-            losses.append(loss.detach())
+                optimizer.zero_grad()
+                if self._plain_backward:
+                    loss.backward()
+                else:
+                    self.manual_backward(loss)
+                optimizer.step()
+            loss = loss.detach()
+            losses.append(loss)
+            for listener in self._step_end:
+                listener(trainer, self, loss, len(x))
+            if trainer.should_stop:
+                break
         return torch.stack(losses)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -99,3 +138,16 @@ def plain_backward(trainer: L.Trainer) -> bool:
             and type(precision) in (Precision, MixedPrecision) and getattr(precision, "scaler", None) is None
             and not any(is_overridden(hook, callback, Callback) for callback in trainer.callbacks for hook in hooks)
             and not any(is_overridden(hook, module, L.LightningModule) for hook in (*hooks, "backward")))
+
+
+def plain_optimizer_step(trainer: L.Trainer, optimizer: Any) -> bool:
+    """Whether ``optimizer.step()`` (a LightningOptimizer in manual optimization) would do nothing but count the
+    step, call the on_before_optimizer_step hooks and step the torch optimizer: a plain backward (see
+    plain_backward: one device, 32-bit or bf16-mixed precision, no loss scaling), a strategy whose optimizer_step
+    is Strategy's own, no closure-taking optimizer (LBFGS), and a Lightning whose optimizer counts steps through
+    the two callables its manual-optimization loop sets (Lightning 2.x). Otherwise the full path runs."""
+    return (plain_backward(trainer)
+            and type(trainer.strategy).optimizer_step is Strategy.optimizer_step
+            and not isinstance(getattr(optimizer, "optimizer", None), torch.optim.LBFGS)
+            and callable(getattr(optimizer, "_on_before_step", None))
+            and callable(getattr(optimizer, "_on_after_step", None)))

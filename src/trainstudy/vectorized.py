@@ -42,7 +42,7 @@ from trainstudy.datamodule import DeviceBatches
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.losses import StudyLoss, out_features
 from trainstudy.module import StudyModule
-from trainstudy.train import build, finish_run, hparams, target_metric, task_of, validate
+from trainstudy.train import build, finish_run, hparams, target_metric, task_of, val_interval, validate
 
 log = logging.getLogger("trainstudy")
 
@@ -319,7 +319,8 @@ def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
 def _fit(members: list[Member], splits: DataSplits, device: torch.device) -> tuple[str, int]:
     """The training loop of a group; returns ("done" or the signal that stopped it, the last step)."""
     cfg = members[0].cfg
-    batch_size, val_every, flush_every = cfg.data.batch_size, cfg.val_every_n_steps, cfg.log_every_n_steps
+    batch_size, flush_every = cfg.data.batch_size, cfg.log_every_n_steps
+    val_every = val_interval(cfg, len(splits.x_val))
     classification = task_of(cfg.data) != "regression"
     orders = [DeviceBatches(splits.x_train, splits.y_train, batch_size, m.cfg.seed, epoch=lambda: 0)
               for m in members]
