@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from trainstudy.errors import UserError
-from trainstudy.report import best_of_rows, build_report, group_rows, headline, markdown_table, write_report
+from trainstudy.report import (
+    best_of_rows,
+    build_report,
+    group_rows,
+    headline,
+    markdown_table,
+    write_report,
+)
 
 
 def main(argv: list[str]) -> int:

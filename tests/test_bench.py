@@ -13,10 +13,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
-
 from conftest import ROOT, make_cfg
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from test_data import write_idx
+
 from trainstudy import bench, datasets
 from trainstudy.datamodule import DeviceBatches, steps_per_batch
 from trainstudy.train import fit, train

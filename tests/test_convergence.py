@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-
-from conftest import make_cfg
 from test_train import cli, scalars
+
 from trainstudy.convergence import steps_to_target
 from trainstudy.train import AUTO_VAL_STEPS, train, val_interval
 

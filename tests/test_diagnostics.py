@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_cfg
+
 from trainstudy.diagnostics import layer_statistics, weight_ranks
 from trainstudy.inits import apply_init, apply_lsuv
 from trainstudy.losses import build_loss

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, make_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-
-from conftest import CONF, make_cfg
 from test_train import cli
+
 from trainstudy import datasets
 from trainstudy.errors import UserError, explain
 from trainstudy.train import train

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, make_cfg
 from torch import nn
 
-from conftest import ROOT, make_cfg
 from trainstudy.errors import UserError
 from trainstudy.inits import STRATEGIES, apply_init, fans
 from trainstudy.models import mlp

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_cfg
+
 from trainstudy.errors import UserError
 from trainstudy.losses import RULES, build_loss, out_features, validate_loss
 

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 from matplotlib.image import imread
 
-from conftest import ROOT
 from trainstudy.errors import UserError
-from trainstudy.report import act_std_by_init, build_report, markdown_table, job_rows, write_report
+from trainstudy.report import (
+    act_std_by_init,
+    build_report,
+    job_rows,
+    markdown_table,
+    write_report,
+)
 
 INITS = ["xavier_uniform", "kaiming_normal", "zeros"]
 

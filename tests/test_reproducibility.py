@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_cfg
 from test_train import cli
+
 from trainstudy.train import train
 
 RUN = ["data=digits", "trainer.max_steps=30", "val_every_n_steps=10"]

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONF, ROOT, make_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-
-from conftest import CONF, ROOT, make_cfg
 from test_train import cli, scalars
+
 from trainstudy.inits import STRATEGIES
 from trainstudy.report import best_of_rows, build_report, job_rows
 from trainstudy.train import validate

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, make_cfg
 from trainstudy import train as train_mod
 from trainstudy.errors import UserError
 from trainstudy.losses import RULES

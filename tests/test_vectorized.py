@@ -11,16 +11,22 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
-
 from conftest import make_cfg
+from omegaconf import open_dict
 from test_sweeps import sweep_dirs
 from test_train import cli, scalars
+
 from trainstudy import vectorized
 from trainstudy.data import load_data
 from trainstudy.report import build_report
 from trainstudy.train import build, train
-from trainstudy.vectorized import GroupInterrupted, build_member, group_key, solo_reason, train_group
+from trainstudy.vectorized import (
+    GroupInterrupted,
+    build_member,
+    group_key,
+    solo_reason,
+    train_group,
+)
 
 SHORT = ["data=digits", "trainer.max_steps=30", "val_every_n_steps=5", "log_every_n_steps=10", "progress_bar=false"]
 # Each case: what its members share, then one list of overrides per member.

@@ -14,7 +14,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from trainstudy.errors import EXIT_USER_ERROR, UserError, install_hydra_one_line_errors, report_user_errors
+from trainstudy.errors import (
+    EXIT_USER_ERROR,
+    UserError,
+    install_hydra_one_line_errors,
+    report_user_errors,
+)
 from trainstudy.resume import resume_argv
 from trainstudy.sweeps import run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+
 def reached(metric: str, value: float, target: float) -> bool:
     """val/acc reaches a target from below, val/loss from above."""
     return value >= target if metric == "val/acc" else value <= target

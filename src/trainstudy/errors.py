@@ -33,7 +33,11 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 
 def explain(exc: BaseException) -> str | None:
     """One line for a Hydra error a user caused, or None when it is not one of those."""
-    from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        CompactHydraException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")

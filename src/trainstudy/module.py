@@ -16,7 +16,6 @@ from torch import nn
 
 from trainstudy.losses import StudyLoss
 
-
 Step = tuple[torch.Tensor, torch.Tensor]  # the (x, y) batch of one optimizer step
 
 

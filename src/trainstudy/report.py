@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from trainstudy.sweeps import NOT_IN_RUN_NAMES, run_name, sweep_plan
 from trainstudy.errors import UserError
+from trainstudy.sweeps import NOT_IN_RUN_NAMES, run_name, sweep_plan
 
 PLOTS = ("curves.png", "steps_to_target.png", "act_std_by_depth.png")
 

@@ -32,7 +32,12 @@ from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
-from trainstudy.resume import CHECKPOINT, Checkpointing, fingerprint, read_checkpoint_info
+from trainstudy.resume import (
+    CHECKPOINT,
+    Checkpointing,
+    fingerprint,
+    read_checkpoint_info,
+)
 
 log = logging.getLogger("trainstudy")
 

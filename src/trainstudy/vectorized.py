@@ -42,7 +42,15 @@ from trainstudy.datamodule import DeviceBatches
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.losses import StudyLoss, out_features
 from trainstudy.module import StudyModule
-from trainstudy.train import build, finish_run, hparams, target_metric, task_of, val_interval, validate
+from trainstudy.train import (
+    build,
+    finish_run,
+    hparams,
+    target_metric,
+    task_of,
+    val_interval,
+    validate,
+)
 
 log = logging.getLogger("trainstudy")
 
