@@ -123,26 +123,28 @@ def main(argv: list[str]) -> int:
               f"{'CUDA allocated' if cuda else 'process RSS'}. "
               f"load average {report['load_average_before']} -> {report['load_average_after']}")
         if args.extras:
-            report["extras"] = extras(args.data_dir, work)
+            report["extras"] = extras(args.data_dir, work, quick=args.tiny)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"figures written to {args.json}")
     return 0
 
 
-def extras(data_dir: Path, work: Path) -> dict:
-    """Cached data loads, start-up to the first training step, a sweep's per-job overhead; printed as they come."""
+def extras(data_dir: Path, work: Path, quick: bool = False) -> dict:
+    """Cached data loads, start-up to the first training step, a sweep's per-job overhead; printed as they come.
+    quick (with --tiny): one repeat each and a 2-job sweep, to prove it runs."""
+    repeats, jobs = (1, 2) if quick else (5, 8)
     out: dict = {"load_average_before": load_average()}
-    out["data_loads"] = fixed_costs.time_data_loads(CONF, data_dir)
+    out["data_loads"] = fixed_costs.time_data_loads(CONF, data_dir, repeats)
     for name, figures in out["data_loads"].items():
         print(f"data load {name} ({figures['source']}): first in the process {figures['first_in_process_s']:.3f} s, "
               f"from the cache {figures['cached_median_s']:.3f} s (median), again in the same process "
               f"{figures['in_process_again_s']:.3f} s")
-    out["startup"] = fixed_costs.time_startup(ROOT, data_dir, work, JOB)
+    out["startup"] = fixed_costs.time_startup(ROOT, data_dir, work, JOB, repeats)
     s = out["startup"]
     print(f"start-up to the first training step of `{s['command']}`: {s['first_step_s']:.2f} s vs "
           f"`python -c 'import torch, lightning'` {s['import_torch_lightning_s']:.2f} s = {s['ratio']:.2f}x (medians)")
-    out["sweep"] = fixed_costs.time_sweep(ROOT, data_dir, work, JOB)
+    out["sweep"] = fixed_costs.time_sweep(ROOT, data_dir, work, JOB, jobs)
     w = out["sweep"]
     print(f"sweep `{w['command']}` (basic launcher): {w['wall_s']:.1f} s wall, {w['train_s']:.1f} s training; "
           f"{w['per_job_overhead_s']:.2f} s per job beyond training "

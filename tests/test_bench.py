@@ -202,8 +202,9 @@ def test_bench_says_how_to_get_fashion_mnist(tmp_path: Path, monkeypatch: pytest
 @pytest.mark.skipif(not datasets.DEBIAN_FASHION_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_bench_script_tiny_on_real_fashion_mnist(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--device", "cpu",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--extras", "--device", "cpu",
+                           "--data-dir", str(tmp_path / "data"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert [c["case"] for c in report["cases"]] == ["mlp-128", "mlp-512", "cnn-128"]
@@ -211,6 +212,12 @@ def test_bench_script_tiny_on_real_fashion_mnist(tmp_path: Path) -> None:
         assert [r["variant"] for r in case["rows"]] == list(bench.VARIANTS)
         assert case["raw_vs_trainstudy_first_epoch_max_loss_diff"] == 0.0
     assert "x raw" in proc.stdout
+    extras = report["extras"]  # the fixed costs, each measured once here (the figures are not judged)
+    assert set(extras["data_loads"]) == {"fashion_mnist", "mnist bundled"}
+    assert all(f["cached_median_s"] > 0 for f in extras["data_loads"].values())
+    assert extras["startup"]["first_step_s"] > 0 and extras["startup"]["import_torch_lightning_s"] > 0
+    assert extras["sweep"]["jobs"] == 2 and extras["sweep"]["train_s"] > 0
+    assert "per job beyond training" in proc.stdout
 
 
 @pytest.mark.gpu
