@@ -8,7 +8,9 @@ same training samples (Fashion-MNIST's training files minus trainstudy's validat
   on. Its epoch time leaves out the validation passes themselves (work ``val_every_n_steps`` asks for, which the
   other variants do not do) and keeps everything else: Lightning's loop, loss read-backs, logging;
 - **dataloader**: torchvision's FashionMNIST (ToTensor, Normalize) through a DataLoader, automatic optimization and
-  ``self.log`` every step: what users would otherwise get.
+  ``self.log`` every step: what users would otherwise get;
+- **tensors**: the same Lightning module over a DataLoader of an in-memory TensorDataset of the normalized
+  tensors: the usual pattern without the per-sample image decoding.
 
 The variants run in one process, in rounds: each round trains every variant for a warm-up epoch and a few timed
 ones, raw's epochs interleaved with trainstudy's, so machine drift hits them alike.
@@ -39,7 +41,7 @@ from trainstudy.datamodule import DeviceBatches
 from trainstudy.errors import UserError
 from trainstudy.train import build, train
 
-VARIANTS = ("raw", "trainstudy", "dataloader")
+VARIANTS = ("raw", "trainstudy", "dataloader", "tensors")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte")
 MISSING_DATA = ("Fashion-MNIST is not in {folders}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
@@ -274,20 +276,25 @@ class DataLoaderModule(L.LightningModule):
 
 
 def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int, out_dir: Path,
-                   workers: int) -> None:
-    """torchvision's FashionMNIST + DataLoader + Lightning's defaults (checkpoints and progress bar off)."""
+                   workers: int, in_memory: bool = False) -> None:
+    """torchvision's FashionMNIST (or, in_memory, a TensorDataset of trainstudy's tensors) + DataLoader +
+    Lightning's defaults (checkpoints and progress bar off)."""
     from lightning.pytorch.loggers import TensorBoardLogger
     from torchvision import datasets as tv_datasets
     from torchvision import transforms
 
     module = _initial(cfg, splits)
-    images = tv_datasets.FashionMNIST(cfg.data_dir, train=True)
-    train_idx, _ = split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
-    pixels = images.data[train_idx].float() / 255  # trainstudy's normalization: training-split mean and std
-    images.transform = transforms.Compose([transforms.ToTensor(),
-                                           transforms.Normalize((pixels.mean().item(),), (pixels.std().item(),))])
+    if in_memory:
+        dataset: torch.utils.data.Dataset = torch.utils.data.TensorDataset(splits.x_train, splits.y_train)
+    else:
+        images = tv_datasets.FashionMNIST(cfg.data_dir, train=True)
+        train_idx, _ = split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
+        pixels = images.data[train_idx].float() / 255  # trainstudy's normalization: training-split mean and std
+        images.transform = transforms.Compose([transforms.ToTensor(),
+                                               transforms.Normalize((pixels.mean().item(),), (pixels.std().item(),))])
+        dataset = torch.utils.data.Subset(images, train_idx.tolist())
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(images, train_idx.tolist()), batch_size=cfg.data.batch_size, shuffle=True,
+        dataset, batch_size=cfg.data.batch_size, shuffle=True,
         num_workers=workers, pin_memory=timer.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed))
     model = module.model
@@ -333,7 +340,7 @@ def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Pat
     """Per round, train every variant for a warm-up epoch plus ``epochs`` timed ones.
 
     raw and trainstudy run together, an epoch of one next to an epoch of the other (see EpochClock): their
-    ratio is the figure that matters, and machine drift then hits both alike. The dataloader variant runs before
+    ratio is the figure that matters, and machine drift then hits both alike. The DataLoader variants run before
     or after them, alternately. Everything runs in the main thread, as ``python train.py`` does (in other
     threads torch's CPU kernels behave differently). Returns the rows and the largest difference between raw's
     and trainstudy's warm-up-epoch losses (None when either did not run): 0 means both trained the same model
@@ -360,6 +367,9 @@ def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Pat
                 next(raw)
 
     runs = [together] if {"raw", "trainstudy"} & set(variants) else []
+    if "tensors" in variants:
+        runs.append(lambda out: run_dataloader(timer("tensors"), cfg, splits, epochs + 1, out / "tensors", workers,
+                                               in_memory=True))
     if "dataloader" in variants:
         runs.append(lambda out: run_dataloader(timer("dataloader"), cfg, splits, epochs + 1, out / "dataloader",
                                                workers))
