@@ -198,7 +198,8 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
-    module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False))
+    module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False),
+                         eval_chunk=max(256, 4 * cfg.data.batch_size))
     return module, targets
 
 
