@@ -23,9 +23,9 @@ class StudyModule(L.LightningModule):
     """Trains ``model`` on ``loss``; ``optimizer`` is a partial that takes the parameters.
 
     A training batch is a group of steps (see DeviceBatches), taken here one after the other with manual
-    optimization: each step goes through Lightning's optimizer, so the step count, the hooks around the update
-    and the precision plugin work as in automatic optimization, and Lightning's per-batch machinery is paid
-    once per group. After every step, each callback with an ``on_train_step_end(trainer, module, loss,
+    optimization: each step is counted by Lightning's optimizer and runs the hooks around the update as in
+    automatic optimization (through Lightning's whole optimizer path, or where that would add nothing, see
+    plain_optimizer_step, by calling them directly), and Lightning's per-batch machinery is paid once per group. After every step, each callback with an ``on_train_step_end(trainer, module, loss,
     samples)`` method hears of it (the tracker validates there, at its exact step), and the group ends early
     once one of them sets ``trainer.should_stop``. ``automatic=True`` leaves the one step of each batch to
     Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the model's
