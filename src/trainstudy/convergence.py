@@ -158,7 +158,7 @@ class ConvergenceTracker(Callback):
                           samples: int) -> None:
         """After each optimizer step (trainer.global_step counts it): its loss, still on the device, and batch
         size. Validates at every ``val_every_n_steps``, reads the losses back every ``flush_every``."""
-        self._pending.append(loss.reshape(-1))
+        self._pending.append(loss)  # a 0-d tensor per step
         self._samples += samples
         self.state.samples.append(self._samples)
         step = trainer.global_step
@@ -204,7 +204,7 @@ class ConvergenceTracker(Callback):
             return False
         if not self._pending:
             return True
-        values = torch.cat(self._pending).float().tolist()
+        values = torch.stack(self._pending).float().tolist()
         self._pending.clear()
         for step, value in self.record.add_losses(values):
             if trainer.logger is not None:
