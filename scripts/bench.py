@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
                         help="timed epochs per round, after a warm-up epoch (default: 2, so 6 timed in all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the dataloader variant")
-    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own, one per core)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads, raw loop and trainstudy alike (default: all, one per core)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TRAINSTUDY_DATA_DIR", "data")),
                         help="where Fashion-MNIST and the data cache are (default: $TRAINSTUDY_DATA_DIR or data)")
     parser.add_argument("--tiny", action="store_true",
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=[
                     *case.overrides(), f"data_dir={staged}", f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
-                    *overrides])
+                    f"threads={args.threads or 'all'}", *overrides])
             case_rows, agreement = bench.run_case(case, cfg, rounds, epochs, work / "runs", args.workers, variants)
             rows += case_rows
             raw = next((r.seconds for r in case_rows if r.variant == "raw"), None)

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=200, help="training steps per job (default: 200)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each (default: 3)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all, one per core)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TRAINSTUDY_DATA_DIR", "data")))
     parser.add_argument("--tiny", action="store_true", help="digits, 6 steps, one round: checks that it runs")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
@@ -85,7 +85,8 @@ def main(argv: list[str]) -> int:
 
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     overrides = [*(TINY if args.tiny else [*JOB, f"trainer.max_steps={args.steps}"]),
-                 f"trainer.accelerator={accelerator}", f"data_dir={args.data_dir}", *extra]
+                 f"trainer.accelerator={accelerator}", f"data_dir={args.data_dir}", f"threads={args.threads or 'all'}",
+                 *extra]
     rounds = 1 if args.tiny else args.rounds
     report: dict = {"command": " ".join(["python scripts/bench_vectorized.py", *argv]),
                     "device": torch.cuda.get_device_name() if args.device == "cuda"

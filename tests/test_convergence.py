@@ -7,18 +7,23 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from test_train import cli, scalars
 
-from trainstudy.convergence import steps_to_target
+from trainstudy.cli import end_line
+from trainstudy.convergence import ConvergenceRecord
+from trainstudy.losses import build_loss
+from trainstudy.module import StudyModule
+from trainstudy.targets import best_value, steps_to_target
 from trainstudy.train import AUTO_VAL_STEPS, train, val_interval
 
 SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "progress_bar=false"]
 CONV_METRICS = {"conv/reached", "conv/steps_to_target", "conv/samples_to_target", "conv/time_to_target_s",
                 "conv/loss_auc", "conv/final_val_loss", "conv/diverged", "conv/diverged_step", "conv/steps",
-                "conv/train_time_s", "conv/best_val_acc", "conv/final_val_acc"}
+                "conv/train_time_s", "conv/best_val_acc", "conv/best_val_loss", "conv/final_val_acc"}
 
 
 def hparams_plugin(tb_dir: Path) -> tuple[set[str], set[str]]:
@@ -61,7 +66,7 @@ def test_steps_to_target_is_the_first_logged_validation_at_or_over_the_target(tm
     assert m["conv/samples_to_target"] == expected * cfg.data.batch_size
     assert 0 < m["conv/time_to_target_s"] <= m["conv/train_time_s"]
     assert m["conv/loss_auc"] == pytest.approx(sum(result["train_loss"]) / 40)
-    assert m["conv/best_val_acc"] == pytest.approx(max(v for _, v in acc))
+    assert m["conv/best_val_acc"] == pytest.approx(max(v for step, v in acc if step > 0))
     assert steps_to_target(result["curve"], "val/acc", 0.8) == expected
 
 
@@ -85,6 +90,7 @@ def test_regression_target_is_val_loss(tmp_path: Path, data_dir: Path) -> None:
     assert result["target"]["metric"] == "val/loss"
     assert result["metrics"]["conv/steps_to_target"] == expected
     assert "conv/best_val_loss" in result["metrics"] and "conv/best_val_acc" not in result["metrics"]
+    assert result["metrics"]["conv/best_val_mse"] == min(p["val/mse"] for p in result["curve"] if p["step"] > 0)
 
 
 @pytest.mark.slow
@@ -123,3 +129,88 @@ def test_auto_validation_interval_is_the_default_and_what_the_curve_shows(tmp_pa
     result = train(make_cfg(["data=digits", "data.batch_size=8", f"data_dir={data_dir}", "trainer.max_steps=60",
                              "progress_bar=false"], tmp_path))
     assert [p["step"] for p in result["curve"]] == [0, 50, 60]  # and the last step, as every run ends
+
+
+def outputs_with(correct: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-class logits of which exactly ``correct`` of ``total`` pick the label."""
+    y = torch.arange(total) % 2
+    pick = torch.where(torch.arange(total) < correct, y, 1 - y)
+    return torch.nn.functional.one_hot(pick, 2).float(), y
+
+
+def identity_module(loss: str = "ce") -> StudyModule:
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+        model.bias.zero_()
+    cfg = make_cfg([f"loss={loss}"])
+    return StudyModule(model, build_loss(cfg.loss, "multiclass", 2), lambda p: torch.optim.SGD(p, lr=0.1))
+
+
+@pytest.mark.parametrize(("correct", "total", "target"), [(475, 500, 0.95), (171, 180, 0.95), (7, 10, 0.7),
+                                                          (5700, 6000, 0.95)])
+def test_an_accuracy_exactly_at_the_target_reaches_it(correct: int, total: int, target: float) -> None:
+    """correct / total in float64: 475/500 is the 0.95 a user types (float32 made it 0.94999999 < 0.95)."""
+    x, y = outputs_with(correct, total)
+    _, acc = identity_module().evaluate(x, y)
+    assert acc == correct / total == target
+    record = ConvergenceRecord(classification=True, target_metric="val/acc", target_value=target)
+    record.state.samples = [10]
+    assert record.add_validation({"step": 1, "val/loss": 0.5, "val/acc": acc}) is False
+    assert record.state.reached_step == 1
+    _, below = identity_module().evaluate(*outputs_with(correct - 1, total))
+    assert below < target
+
+
+def test_vectorized_accuracy_is_exact_too() -> None:
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from trainstudy.vectorized import LossGroups, StackedModel
+
+    members = [SimpleNamespace(module=identity_module(), cfg=OmegaConf.create({"loss": {"name": "ce"}}))
+               for _ in range(2)]
+    stacked = StackedModel(members)
+    x, y = outputs_with(475, 500)
+    _, acc, _ = stacked.evaluate(LossGroups(members, torch.device("cpu")), x, y, classification=True)
+    assert acc == [0.95, 0.95]
+
+
+def test_best_is_the_target_metrics_best_after_training_began() -> None:
+    curve = [{"step": 0, "val/loss": 2.3, "val/acc": 0.5, "val/mse": 9.0},  # the init: not "best"
+             {"step": 10, "val/loss": 0.9, "val/acc": 0.4, "val/mse": 0.3},
+             {"step": 20, "val/loss": float("nan"), "val/acc": 0.45, "val/mse": 0.2},
+             {"step": 30, "val/loss": 1.1, "val/acc": 0.42, "val/mse": 0.25}]
+    assert best_value(curve, "val/acc") == 0.45
+    assert best_value(curve, "val/loss") == 0.9
+    assert best_value(curve, "val/mse") == 0.2
+    assert best_value(curve[:1], "val/acc") is None
+    record = ConvergenceRecord(classification=False, target_metric="val/mse", target_value=0.05)
+    record.state.curve = curve
+    result = {"metrics": record.summary(), "target": {"metric": "val/mse", "value": 0.05},
+              "run_dir": "outputs/x", "tb_dir": "outputs/x/tb", "tensorboard": False}
+    result["metrics"]["conv/steps"] = 30
+    line = end_line(result)
+    assert "best val/mse 0.2 " in line and "tensorboard" not in line  # the target's metric, named; no TB: no command
+    result["target"]["metric"] = "val/loss"
+    assert "best val/loss 0.9 " in end_line(result)
+
+
+def test_threads_are_set_recorded_and_validated(tmp_path: Path, data_dir: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        result = train(make_cfg([*SHORT, f"data_dir={data_dir}", "trainer.max_steps=4", "threads=2"], tmp_path))
+        assert result["threads"] == 2 == torch.get_num_threads()
+        saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        assert saved["threads"] == 2
+        assert make_cfg().threads == 1  # the default: a plain run computes as a joblib worker does
+    finally:
+        torch.set_num_threads(before)
+    from trainstudy.errors import UserError
+    from trainstudy.train import validate
+
+    for bad in ("0", "-2", "many", "1.5"):
+        with pytest.raises(UserError, match="threads must be"):
+            validate(make_cfg([f"threads={bad}", f"data_dir={data_dir}"]))

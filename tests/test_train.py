@@ -94,7 +94,8 @@ def test_cli_run_on_bundled_mnist_writes_tensorboard(tmp_path: Path, data_dir: P
     tags = scalars(runs[0].parent / "tb")
     assert [s for s, _ in tags["train/loss"]] == list(range(1, 21))
     assert [s for s, _ in tags["val/acc"]] == [0, 5, 10, 15, 20]
-    assert f"tensorboard --logdir {runs[0].parent / 'tb'}" in proc.stderr
+    run = runs[0].parent.relative_to(tmp_path)  # as typed in the folder the run started in, as a sweep's are
+    assert f"logs: {run} · tensorboard --logdir {run / 'tb'}" in proc.stderr
 
 
 @pytest.mark.slow

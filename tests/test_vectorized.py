@@ -58,6 +58,9 @@ CASES = {
     ]),
 }
 REL, ABS = 1e-4, 1e-6  # float tolerance: a batched matmul sums in another order than M single ones
+# A conv layer's weight gradient sums batch x positions terms that largely cancel: a grouped (vmapped) conv sums
+# them in another order, and at one torch thread its norm after 10 steps differs by up to ~0.3% (losses: 1e-5)
+GRAD_REL = 1e-2
 TIMES = {"conv/time_to_target_s", "conv/train_time_s"}
 
 
@@ -72,14 +75,14 @@ def member_cfgs(common: list[str], members: list[list[str]], root: Path, data_di
     return cfgs
 
 
-def close(a: object, b: object) -> bool:
+def close(a: object, b: object, rel: float = REL) -> bool:
     """Equal, up to the float tolerance, through dicts and lists; NaN equals NaN."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(close(a[k], b[k], rel) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(close(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, (int, float)):
-        return (math.isnan(a) and math.isnan(b)) or b == pytest.approx(a, rel=REL, abs=ABS)
+        return (math.isnan(a) and math.isnan(b)) or b == pytest.approx(a, rel=rel, abs=ABS)
     return a == b
 
 
@@ -103,7 +106,8 @@ def test_group_trains_each_member_as_its_job_alone(case: str, tmp_path: Path, da
         assert tb_alone.keys() == tb_group.keys()
         for tag, points in tb_alone.items():
             if tag not in TIMES:
-                assert close([[s, v] for s, v in points], [[s, v] for s, v in tb_group[tag]]), (i, tag)
+                assert close([[s, v] for s, v in points], [[s, v] for s, v in tb_group[tag]],
+                             GRAD_REL if tag.startswith("grad/") else REL), (i, tag)
     if case == "multiclass-sgd":
         statuses = [g["status"] for g in grouped]
         assert statuses == ["ok", "ok", "ok", "ok", "diverged"]  # and the four others match their solo runs

@@ -14,12 +14,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from trainstudy.targets import best_key
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
     install_hydra_one_line_errors,
     report_user_errors,
 )
+from trainstudy.paths import shown
 from trainstudy.resume import resume_argv
 from trainstudy.sweeps import run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json
@@ -45,20 +47,32 @@ def job_paths(cfg: DictConfig) -> None:
         cfg.paths.overrides = list(hc.overrides.task)
 
 
+def seconds(value: float) -> str:
+    """Seconds with the digits that mean something: 0.043 s, 3.1 s, 142 s (never 0.0 s)."""
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+
+
+def best_text(result: dict[str, Any]) -> str:
+    """The target metric's best value, named: ``best val/mse 0.0525`` (empty when there is none)."""
+    metric = result["target"]["metric"]
+    best = result["metrics"].get(best_key(metric))
+    return f"best {metric} {best:.4g}" if best is not None else ""
+
+
 def end_line(result: dict[str, Any]) -> str:
-    """One line: reached / not reached / diverged, best value, where the logs are."""
+    """One line: reached / not reached / diverged, the target metric's best, where the logs are."""
     m, target = result["metrics"], result["target"]
-    best = m.get("conv/best_val_acc", m.get("conv/best_val_loss"))
     if m["conv/diverged"]:
         head = f"diverged at step {m['conv/diverged_step']}"
     elif m["conv/reached"]:
         head = (f"reached {target['metric']} {target['value']:g} at step {m['conv/steps_to_target']} "
-                f"({m['conv/time_to_target_s']:.1f} s)")
+                f"({seconds(m['conv/time_to_target_s'])} s)")
     else:
         head = f"did not reach {target['metric']} {target['value']:g} in {m['conv/steps']} steps"
-    best_txt = f" · best {best:.4g}" if best is not None else ""
-    tb = Path(result["tb_dir"])
-    return f"{head}{best_txt} · logs: {tb.parent} · tensorboard --logdir {tb}"
+    parts = [head, best_text(result), f"logs: {shown(result['run_dir'])}"]
+    if result.get("tensorboard", True):
+        parts.append(f"tensorboard --logdir {shown(result['tb_dir'])}")
+    return " · ".join(p for p in parts if p)
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
@@ -112,18 +126,33 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
         for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
-            result = json.loads(path.read_text())
-            status = result.get("status", "?")
-            m = result.get("metrics", {})
-            best = m.get("conv/best_val_acc", m.get("conv/best_val_loss"))
-            steps = m.get("conv/steps_to_target")
-            head = result.get("error", "") if status == "failed" else (
-                f"steps_to_target={steps if steps is not None else 'not reached'}"
-                + (f" best={best:.4g}" if best is not None else ""))
-            rows.append(f"  {path.parent.name:<48} {status:<9} {head}")
-            SweepSummary.failed |= status == "failed"
-        log.info("sweep %s: %d jobs\n%s\ntensorboard --logdir %s", sweep_dir, len(rows), "\n".join(rows),
-                 sweep_dir / "tb")
+            try:
+                result = json.loads(path.read_text())
+                rows.append(f"  {job_name(result, path.parent.name):<48} {summary_row(result)}")
+                SweepSummary.failed |= result.get("status") == "failed"
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                rows.append(f"  {path.parent.name:<48} {'?':<11} unreadable metrics.json: {e}")
+                SweepSummary.failed = True
+        jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
+        log.info("sweep %s: %s\n%s\ntensorboard --logdir %s", shown(sweep_dir), jobs, "\n".join(rows),
+                 shown(sweep_dir / "tb"))
+
+
+def job_name(result: dict[str, Any], folder: str) -> str:
+    """A job as the sweep's TensorBoard names it (its varied overrides), else its folder number."""
+    tb = result.get("tb_dir")
+    return Path(tb).name if tb else folder
+
+
+def summary_row(result: dict[str, Any]) -> str:
+    """A job's status and headline numbers in the end-of-sweep table."""
+    status = result.get("status", "?")
+    if status == "failed":
+        return f"{status:<11} {result.get('error', '')}"
+    m = result.get("metrics") or {}
+    steps = m.get("conv/steps_to_target")
+    return " ".join(p for p in (f"{status:<11}", f"steps to target {steps if steps is not None else 'not reached'}",
+                                best_text(result) if "target" in result else "") if p)
 
 
 def command_line(argv: list[str]) -> list[str]:

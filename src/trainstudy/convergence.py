@@ -16,15 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-
-def reached(metric: str, value: float, target: float) -> bool:
-    """val/acc reaches a target from below, val/loss from above."""
-    return value >= target if metric == "val/acc" else value <= target
-
-
-def steps_to_target(curve: list[dict[str, float]], metric: str, target: float) -> int | None:
-    """First validation step whose metric reaches the target, or None."""
-    return next((p["step"] for p in curve if reached(metric, p[metric], target)), None)
+from trainstudy.targets import best_key, best_value, reached
 
 
 @dataclass
@@ -89,7 +81,6 @@ class ConvergenceRecord:
     def summary(self) -> dict[str, float | int | None]:
         """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""
         s = self.state
-        finite = [p for p in s.curve if all(math.isfinite(v) for v in p.values())]
         out: dict[str, float | int | None] = {
             "conv/reached": int(s.reached_step is not None),
             "conv/steps_to_target": s.reached_step,
@@ -102,11 +93,11 @@ class ConvergenceRecord:
             "conv/steps": len(s.losses) if s.diverged_step is None else s.diverged_step,
             "conv/train_time_s": s.train_time_s,
         }
+        # the best of every validation metric, the target's among them (conv/best_val_acc, ..._loss, ..._mse)
+        for metric in ("val/acc", "val/loss") if self.classification else ("val/loss", "val/mse"):
+            out[best_key(metric)] = best_value(s.curve, metric)
         if self.classification:
-            out["conv/best_val_acc"] = max((p["val/acc"] for p in finite), default=None)
             out["conv/final_val_acc"] = s.curve[-1]["val/acc"] if s.curve else None
-        else:
-            out["conv/best_val_loss"] = min((p["val/loss"] for p in finite), default=None)
         return out
 
 

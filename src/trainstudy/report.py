@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
+from trainstudy.targets import best_value
 from trainstudy.errors import UserError
 from trainstudy.sweeps import NOT_IN_RUN_NAMES, run_name, sweep_plan
 
@@ -53,13 +54,8 @@ class Job:
         return ((self.result or {}).get("target") or {}).get("metric")
 
     def best(self) -> float | None:
-        """The best value of the target metric over the validation curve (highest acc, lowest loss)."""
-        metric = self.target_metric
-        values = [p[metric] for p in (self.result or {}).get("curve") or []
-                  if p.get(metric) is not None and math.isfinite(p[metric])]
-        if not values:
-            return None
-        return max(values) if metric == "val/acc" else min(values)
+        """The best value of the target metric the training reached (highest acc, lowest loss; step 0 left out)."""
+        return best_value((self.result or {}).get("curve") or [], self.target_metric)
 
     def layers(self) -> list[dict[str, Any]]:
         """The init diagnostics' per-layer rows (empty when the run had none)."""

@@ -32,6 +32,7 @@ from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
+from trainstudy.paths import shown
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
@@ -71,6 +72,9 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optim.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
+    threads = cfg.get("threads", 1)
+    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
     n = cfg.val_every_n_steps
     if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise UserError(f"val_every_n_steps must be auto or a whole number >= 1, got {n!r} "
@@ -96,6 +100,13 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"target.value must be a number, got {target!r}")
         if target_metric(cfg) == "val/acc" and not 0 < target <= 1:
             raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
+
+
+def set_threads(threads: int | str) -> None:
+    """torch's CPU threads for this run: the same count in a plain run and in every launcher's jobs, so the
+    same config gives the same numbers (float sums depend on how work is split) and two runs side by side on
+    a shared machine don't thrash (threads=all: every core, torch's own default)."""
+    torch.set_num_threads((os.cpu_count() or 1) if threads == "all" else int(threads))
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -144,6 +155,9 @@ def val_interval(cfg: DictConfig, val_samples: int) -> int:
     """The validation interval in steps: val_every_n_steps, or for ``auto`` the finest of AUTO_VAL_STEPS whose
     validation costs at most about a quarter of the training time (10 for the bundled MNIST digits and
     sklearn's sets, 100 for Fashion-MNIST and CIFAR-10 at batch 128)."""
+    threads = cfg.get("threads", 1)
+    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
     n = cfg.val_every_n_steps
     if n != "auto":
         return int(n)
@@ -257,6 +271,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         logger.finalize("success")
     result = {
         "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
+        "run_dir": str(cfg.paths.output_dir),
         "overrides": list(cfg.paths.get("overrides") or []),
         "hparams": params,
         "metrics": metrics,
@@ -266,8 +281,10 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "diagnostics": {"layers": layers} if layers is not None else None,
         "data_time_s": data_time,
         "tb_dir": str(tb_dir),
+        "tensorboard": cfg.logger._target_.endswith("TensorBoardLogger"),
         "versions": versions(),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         **(extra or {}),
     }
     out_dir = Path(cfg.paths.output_dir)
@@ -296,6 +313,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
                             "config or trainstudy's defaults changed since); start a new run instead")
         tb_dir = Path(resumed["tb_dir"])
+    set_threads(cfg.threads)
     if cfg.seed is None:  # seed=null: draw one, and record it like any other
         with open_dict(cfg):
             cfg.seed = int.from_bytes(os.urandom(4), "little") >> 1
@@ -340,8 +358,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     log.info("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
              cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
              cfg.seed, trainer.strategy.root_device)
-    log.info("validation every %d steps%s · run folder %s", val_every,
-             " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", out_dir)
+    log.info("validation every %d steps%s · %d thread%s · run folder %s", val_every,
+             " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
+             "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
+    if resumed:
+        log.info("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
     # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
     group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)

@@ -46,6 +46,7 @@ from trainstudy.train import (
     build,
     finish_run,
     hparams,
+    set_threads,
     target_metric,
     task_of,
     val_interval,
@@ -60,7 +61,7 @@ ELEMENTWISE_OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.Ad
 TRAINER_KEYS = {"_target_", "accelerator", "devices", "max_epochs", "max_steps", "precision", "deterministic"}
 # What members of a group may not differ in: the data, the network, how it is optimized, for how long, when
 # it is validated. (They may differ in everything else a run has: seed, init, loss, target, diagnostics.)
-SHARED_KEYS = ("data", "data_dir", "model", "optim", "trainer", "val_every_n_steps", "log_every_n_steps")
+SHARED_KEYS = ("data", "data_dir", "model", "optim", "trainer", "val_every_n_steps", "log_every_n_steps", "threads")
 
 
 def solo_reason(cfg: DictConfig) -> str | None:
@@ -242,11 +243,11 @@ class StackedModel:
             else:
                 sq_sum = sq_sum + (out.float() - yc.float()).pow(2).flatten(1).sum(1)
         self.base.train()
-        loss = loss_sum / len(x)
-        acc = correct.float() / len(x) if classification else torch.zeros_like(loss)
-        mse = torch.zeros_like(loss) if classification else sq_sum / y.numel()
-        rows = torch.stack([loss, acc, mse]).tolist()
-        return rows[0], rows[1], rows[2]
+        loss = loss_sum.double() / len(x)
+        count = correct.double() if classification else torch.zeros_like(loss)  # divided in float64, as there
+        mse = torch.zeros_like(loss) if classification else sq_sum.double() / y.numel()
+        rows = torch.stack([loss, count, mse]).tolist()
+        return rows[0], [c / len(x) for c in rows[1]], rows[2]
 
 
 class Clock:
@@ -296,6 +297,7 @@ def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
     for cfg in cfgs:
         validate(cfg)
     first = cfgs[0]
+    set_threads(first.threads)
     device = training_device(first.trainer)
     t0 = time.perf_counter()
     splits = load_data(first.data, first.data_dir)
