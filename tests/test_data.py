@@ -202,6 +202,27 @@ def test_missing_data_without_fallback_is_a_one_line_error(tmp_path, name, says)
     assert "\n" not in str(error.value)
 
 
+def test_mnist_auto_tries_the_download_once_per_data_dir_and_says_so_in_one_line(tmp_path, monkeypatch, caplog):
+    tries = []
+
+    def offline(name: str, data_dir: Path) -> None:
+        tries.append(name)
+        raise OSError("no network: offline (test)")
+
+    monkeypatch.setattr(datasets, "download", offline)
+    for _ in range(2):  # a second run (a sweep's next job) falls back at once
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="trainstudy.datasets"):
+            d = load_data(data_cfg("mnist", source="auto"), tmp_path)
+        assert d.source.startswith("bundled")
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(lines) == 1 and "offline (test)" in lines[0] and "data.source=full" in lines[0], lines
+    assert tries == ["mnist"]
+    with pytest.raises(UserError):  # source=full always tries again
+        load_data(data_cfg("mnist", source="full"), tmp_path)
+    assert tries == ["mnist", "mnist"]
+
+
 def test_download_puts_files_where_they_are_then_read(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "download", lambda name, data_dir: write_mnist_like(data_dir / "MNIST" / "raw"))
     d = load_data(data_cfg("mnist", source="full"), tmp_path)

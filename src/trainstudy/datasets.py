@@ -167,13 +167,29 @@ def download(name: str, data_dir: Path) -> None:
 
 def _try_download(name: str, data_dir: Path) -> str | None:
     """Run download(); return its error as one line instead of raising, so each caller words its own message."""
-    log.info("%s not found under %s; trying torchvision's download", name, data_dir)
+    log.debug("%s not found under %s; trying torchvision's download", name, data_dir)
     try:
         download(name, data_dir)
     # torchvision raises RuntimeError, URLError, OSError, tarfile errors ...: any failure means "not available".
     except Exception as e:
         return " ".join(str(e).split())  # torchvision's messages span several lines
     return None
+
+
+def _download_failed_before(name: str, data_dir: Path) -> str | None:
+    """Why an earlier ``auto`` run's download of ``name`` failed, as remembered in data_dir (None: never tried)."""
+    try:
+        return (data_dir / f".{name}-download-failed").read_text().strip() or "no reason recorded"
+    except OSError:
+        return None
+
+
+def _remember_download_failed(name: str, data_dir: Path, error: str) -> None:
+    """Remember a failed download, so that every later run (and every job of a sweep) falls back at once."""
+    try:
+        (data_dir / f".{name}-download-failed").write_text(error + "\n")
+    except OSError:
+        pass  # a read-only data_dir: the next run tries again, which costs seconds, not correctness
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -220,13 +236,20 @@ def mnist(source: str, data_dir: Path) -> RawData:
     raw = data_dir / "MNIST" / "raw"
     how = "full"
     if (files := _find_idx(raw)) is None:
-        if (error := _try_download("mnist", data_dir)) is not None:
+        # auto tries the download once per data_dir; data.source=full always tries (and clears the memory)
+        earlier = _download_failed_before("mnist", data_dir) if source == "auto" else None
+        error = earlier or _try_download("mnist", data_dir)
+        if error is not None:
             if source == "full":
                 raise UserError(f"MNIST is not in {raw} and could not be downloaded ({error}); "
                                 f"use data.source=bundled or put the files in {raw}")
-            log.warning("MNIST is not in %s and could not be downloaded (%s); using the bundled 5,000 digits",
-                        raw, error)
+            if earlier is None:
+                _remember_download_failed("mnist", data_dir, error)
+            log.warning("MNIST is not in %s and %s (%s); using the bundled 5,000 digits (data.source=full "
+                        "tries again)", raw, "its download failed before" if earlier else "could not be downloaded",
+                        error)
             return bundled_mnist(data_dir)
+        (data_dir / ".mnist-download-failed").unlink(missing_ok=True)
         files, how = _find_idx(raw), "downloaded"
     return _load_idx("mnist", files, data_dir, f"{how} ({raw})")
 
