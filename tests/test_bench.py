@@ -241,3 +241,12 @@ def test_gpu_bf16_compiled_cnn_and_the_tiny_bench(tmp_path: Path, data_dir: Path
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--device", "cuda"],
                               capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs its minutes-long check")
+def test_gpu_check_without_a_gpu_says_so_in_one_line_and_exits_0(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "no CUDA GPU: nothing to check\n", "")
+    assert not (tmp_path / "out").exists()  # nothing was run, so nothing was written

@@ -160,6 +160,47 @@ def test_inspect_init_prints_the_tutorial_layer_and_the_aim() -> None:
     assert "std 0.00000  aim 0.00000" in proc.stdout
 
 
+# What the tutorial printed for its fixed example (section 1.4), in its order: output, weight, bias.
+TUTORIAL_FIXED_PRINTED = """
+tensor([[-0.2744,  0.0352]], grad_fn=<AddmmBackward0>)
+Parameter containing:
+tensor([[0.1000, 0.2000],
+[0.3000, 0.4000]], requires_grad=True)
+Parameter containing:
+tensor([-0.4744, -0.3748], requires_grad=True)
+"""
+
+
+def inspect_init(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_init.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_inspect_init_fixed_alone_prints_the_tutorial_output() -> None:
+    # the tutorial's numbers are torch's: W @ x + b with its printed bias, to its 4 decimals
+    w, b, x = torch.tensor([[0.1, 0.2], [0.3, 0.4]]), torch.tensor([-0.4744, -0.3748]), torch.tensor([0.1, 0.95])
+    assert (w @ x + b).tolist() == pytest.approx([-0.2744, 0.0352], abs=5e-5)
+    proc = inspect_init(["init=fixed"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "init=fixed on nn.Linear(2, 2), x = [[0.1, 0.95]]:"
+    # the page lost its indentation; compare line by line without the leading spaces
+    assert [line.strip() for line in lines[1:7]] == TUTORIAL_FIXED_PRINTED.strip().splitlines()
+    assert "no std statistics for init=fixed" in proc.stdout and "1,000,000 weights" not in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["init=kaiminng"], "unknown init option 'kaiminng' (did you mean kaiming?)"),
+    (["init.stdd=1"], "unknown key 'init.stdd'"),
+    (["init=fixed", "init.weight=[[1.0,2.0]]", "--input", "[[0.1,0.95,0.5]]"], "--input has shape [1, 3]"),
+])
+def test_inspect_init_mistakes_are_one_line_exit_2(args: list[str], needle: str) -> None:
+    proc = inspect_init(args)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], \
+        proc.stderr
+
+
 def test_inspect_init_depth_table_runs_lsuv_on_a_batch() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_init.py"), "init=lsuv", "--depth", "5"],
                           capture_output=True, text=True, timeout=120)
