@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -10,6 +11,8 @@ from omegaconf import OmegaConf
 
 # Overrides that never name a run: where things go, not what is studied.
 NOT_IN_RUN_NAMES = ("hydra/", "hydra.", "data_dir", "paths.", "progress_bar")
+# The longest file or folder name ext4, xfs, btrfs and most others allow, in bytes (NAME_MAX).
+MAX_NAME_BYTES = 255
 
 
 def sweep_plan(sweep_dir: Path) -> dict[str, Override] | None:
@@ -40,3 +43,15 @@ def run_name(overrides: list[str], varied: set[str] | None) -> str:
             continue
         kept.append(item.replace("/", "_"))
     return ",".join(sorted(kept))
+
+
+def folder_name(name: str, suffix: str = "") -> str:
+    """``name + suffix`` as a file name: when it passes MAX_NAME_BYTES, a prefix of ``name`` and 8 hex digits of
+    its sha1 (``init=...,optim.lr=0.1-3f2a9c1e``), so the same overrides always give the same folder and
+    different ones different folders. The full overrides stay in the job's metrics.json."""
+    if len((name + suffix).encode()) <= MAX_NAME_BYTES:
+        return name + suffix
+    digest = "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len((digest + suffix).encode())
+    prefix = name.encode()[:room].decode(errors="ignore")  # never half a UTF-8 character
+    return prefix + digest + suffix
