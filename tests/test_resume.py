@@ -11,8 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+import torch
+from conftest import ROOT, make_cfg
 from test_train import cli, scalars
+
+from trainstudy.errors import UserError
+from trainstudy.resume import CHECKPOINT, read_checkpoint_info
+from trainstudy.train import train
 
 RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
        "log_every_n_steps=20", "checkpoint.every_n_steps=100"]
@@ -84,3 +89,31 @@ def test_resume_refuses_what_it_cannot_continue(case: str, tmp_path: Path, data_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+def flip_a_bit(ckpt: Path, tensor: torch.Tensor) -> None:
+    """Flip one low mantissa bit inside a tensor's bytes in the file (the zip stores them as they are)."""
+    data = bytearray(ckpt.read_bytes())
+    at = data.find(tensor.contiguous().view(torch.uint8).numpy().tobytes()[:64])
+    assert at > 0 and data.find(tensor.contiguous().view(torch.uint8).numpy().tobytes()[:64], at + 1) == -1
+    data[at + 8] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["weights", "optimizer"])
+def test_a_bit_flipped_checkpoint_is_refused(where: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=4", "val_every_n_steps=2",
+                    "checkpoint.every_n_steps=2", "optim.momentum=0.9", "progress_bar=false"], tmp_path)
+    train(cfg)
+    run = tmp_path / "run"
+    assert read_checkpoint_info(run)["global_step"] == 4  # as written: its checksum matches
+    payload = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert len(payload["trainstudy"]["tensor_sha256"]) == 64
+    tensor = (next(t for t in payload["state_dict"].values() if t.numel() >= 64) if where == "weights" else
+              next(s["momentum_buffer"] for s in payload["optimizer_states"][0]["state"].values()
+                   if s["momentum_buffer"].numel() >= 64))
+    flip_a_bit(run / CHECKPOINT, tensor)
+    torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)  # still loads: only the checksum tells
+    with pytest.raises(UserError, match=r"checkpoint .*last.ckpt is damaged \(checksum mismatch\)") as error:
+        read_checkpoint_info(run)
+    assert "\n" not in str(error.value)

@@ -23,7 +23,7 @@ from trainstudy.errors import (
 )
 from trainstudy.paths import shown
 from trainstudy.resume import resume_argv
-from trainstudy.sweeps import run_name, sweep_keys
+from trainstudy.sweeps import folder_name, run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json
 
 log = logging.getLogger("trainstudy")
@@ -37,9 +37,9 @@ def job_paths(cfg: DictConfig) -> None:
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
         name = run_name(list(hc.overrides.task), sweep_keys(sweep_dir)) or f"job{hc.job.num}"
-        tb_dir = sweep_dir / "tb" / name
+        tb_dir = sweep_dir / "tb" / folder_name(name)
         if tb_dir.exists():  # the same overrides twice in one sweep (seed=0,0): still two runs
-            tb_dir = tb_dir.with_name(f"{name}~{hc.job.num}")
+            tb_dir = tb_dir.with_name(folder_name(name, f"~{hc.job.num}"))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)

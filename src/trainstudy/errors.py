@@ -54,10 +54,21 @@ def explain(exc: BaseException) -> str | None:
             return (f"unknown key {key!r}: {cause}; `python train.py --cfg job` lists every key "
                     f"(to add a new one on purpose: +{key}=...)")
         return f"{first} {cause}".strip()
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG and exc.filename:
+        return _name_too_long(str(exc.filename))
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS and exc.filename:
         return (f"cannot write to {exc.filename}: {os.strerror(exc.errno)}; choose a writable folder "
                 "(hydra.run.dir=... / hydra.sweep.dir=..., or data_dir=...)")
     return None
+
+
+def _name_too_long(path: str) -> str:
+    """A folder the user named (hydra.run.dir=...) is refused, not shortened: its name is theirs to choose."""
+    longest = max(path.split(os.sep), key=lambda part: len(part.encode()))
+    size = len(longest.encode())
+    what = (f"the folder name {longest[:40]}... is {size} bytes, over the file system's 255" if size > 255
+            else f"the path {path[:60]}... is {len(path.encode())} bytes, over the file system's limit")
+    return f"{what}; choose a shorter hydra.run.dir=... / hydra.sweep.dir=... (or data_dir=...)"
 
 
 def report_user_errors(func: Callable[[], Any]) -> Callable[[], Any]:

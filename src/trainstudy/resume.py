@@ -30,6 +30,8 @@ CHECKPOINT = Path("checkpoints") / "last.ckpt"
 LENGTH_KEYS = ("trainer.max_steps", "trainer.max_epochs")
 # Not part of what a run *is*: where it is written, how it is shown, how long it goes, whether it resumes.
 NOT_IN_FINGERPRINT = ("paths", "resume", "progress_bar", "data_dir", "checkpoint")
+# What a resumed run continues from: the weights and the optimizer's state (momentum, Adam's moments).
+CHECKSUMMED = ("state_dict", "optimizer_states")
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -40,6 +42,30 @@ def fingerprint(cfg: DictConfig) -> str:
     for key in LENGTH_KEYS:
         plain["trainer"].pop(key.split(".")[1], None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tensor_checksum(checkpoint: dict[str, Any]) -> str:
+    """sha256 over the checkpoint's weights and optimizer state: every tensor's name, dtype, shape and bytes,
+    and the plain values beside them (lr, betas). A flipped bit anywhere in them changes it."""
+    digest = hashlib.sha256()
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1).cpu().contiguous()
+            digest.update(f"{name}:{flat.dtype}:{tuple(value.shape)};".encode())
+            digest.update(flat.view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{name}/{key}", item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            digest.update(f"{name}={value!r};".encode())
+
+    for key in CHECKSUMMED:
+        add(key, checkpoint.get(key))
+    return digest.hexdigest()
 
 
 class Checkpointing(Callback):
@@ -57,7 +83,7 @@ class Checkpointing(Callback):
         os.replace(tmp, self.path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["trainstudy"] = self.info
+        checkpoint["trainstudy"] = {**self.info, "tensor_sha256": tensor_checksum(checkpoint)}
 
     def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
         if self.every and trainer.global_step % self.every == 0:
@@ -71,7 +97,8 @@ class Checkpointing(Callback):
 
 
 def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
-    """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), without the weights."""
+    """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), once its weights and
+    optimizer state are checked against the checksum written with them."""
     ckpt = run_dir / CHECKPOINT
     try:
         payload = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
@@ -80,7 +107,12 @@ def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
                         "(it stopped before its first checkpoint); start it again without resume=") from None
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same problem for the user
         raise UserError(f"cannot read {ckpt} ({type(e).__name__}); it is damaged: start the run again") from None
-    return {**payload.get("trainstudy", {}), "global_step": payload["global_step"]}
+    info = payload.get("trainstudy", {})
+    # a checkpoint written before checksums were has none: it is read as it always was
+    if "tensor_sha256" in info and info["tensor_sha256"] != tensor_checksum(payload):
+        raise UserError(f"checkpoint {ckpt} is damaged (checksum mismatch); its weights can't be trusted: "
+                        "start the run again without resume=")
+    return {**info, "global_step": payload["global_step"]}
 
 
 def resume_argv(argv: list[str]) -> list[str]:
