@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -14,7 +13,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from trainstudy.targets import best_key
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
@@ -22,8 +20,10 @@ from trainstudy.errors import (
     report_user_errors,
 )
 from trainstudy.paths import shown
+from trainstudy.results import read_metrics
 from trainstudy.resume import resume_argv
 from trainstudy.sweeps import folder_name, run_name, sweep_keys
+from trainstudy.targets import best_key
 from trainstudy.train import RunInterrupted, train, write_json
 
 log = logging.getLogger("trainstudy")
@@ -124,35 +124,32 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        varied = sweep_keys(sweep_dir)
         rows = []
         for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
-            try:
-                result = json.loads(path.read_text())
-                rows.append(f"  {job_name(result, path.parent.name):<48} {summary_row(result)}")
-                SweepSummary.failed |= result.get("status") == "failed"
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-                rows.append(f"  {path.parent.name:<48} {'?':<11} unreadable metrics.json: {e}")
+            result, unreadable = read_metrics(path)
+            if result is None:
+                rows.append(f"  {path.parent.name:<48} {'unreadable':<11} {unreadable or 'no metrics.json'}")
                 SweepSummary.failed = True
+                continue
+            name = run_name(result.get("overrides") or [], varied) or path.parent.name
+            rows.append(f"  {name:<48} {summary_row(result)}")
+            SweepSummary.failed |= result.get("status") == "failed"
         jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
         log.info("sweep %s: %s\n%s\ntensorboard --logdir %s", shown(sweep_dir), jobs, "\n".join(rows),
                  shown(sweep_dir / "tb"))
 
 
-def job_name(result: dict[str, Any], folder: str) -> str:
-    """A job as the sweep's TensorBoard names it (its varied overrides), else its folder number."""
-    tb = result.get("tb_dir")
-    return Path(tb).name if tb else folder
-
-
 def summary_row(result: dict[str, Any]) -> str:
-    """A job's status and headline numbers in the end-of-sweep table."""
+    """A job's status and headline numbers in the end-of-sweep table: ``ok  reached at step 120 · best ...``."""
     status = result.get("status", "?")
     if status == "failed":
         return f"{status:<11} {result.get('error', '')}"
-    m = result.get("metrics") or {}
-    steps = m.get("conv/steps_to_target")
-    return " ".join(p for p in (f"{status:<11}", f"steps to target {steps if steps is not None else 'not reached'}",
-                                best_text(result) if "target" in result else "") if p)
+    steps = (result.get("metrics") or {}).get("conv/steps_to_target")
+    parts = ["not reached" if steps is None else f"reached at step {steps}"]
+    if "target" in result:
+        parts.append(best_text(result))
+    return f"{status:<11} " + " · ".join(p for p in parts if p)
 
 
 def command_line(argv: list[str]) -> list[str]:
