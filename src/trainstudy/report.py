@@ -21,10 +21,10 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from trainstudy.targets import best_value
 from trainstudy.errors import UserError
 from trainstudy.results import read_metrics
 from trainstudy.sweeps import NOT_IN_RUN_NAMES, run_name, sweep_plan
+from trainstudy.targets import best_value
 
 log = logging.getLogger(__name__)
 
