@@ -117,15 +117,25 @@ def report_user_errors(func: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def install_hydra_one_line_errors() -> None:
-    """Route Hydra's own error reporting through ``report_user_errors`` (composition happens inside it)."""
+    """Route Hydra's own error reporting through ``report_user_errors`` (composition happens inside it).
+
+    ``--help`` composes the config too (to show the groups with the user's overrides) but outside
+    ``run_and_report``: its composition errors are routed the same way.
+    """
     import hydra._internal.utils as hydra_utils
+    from hydra._internal.hydra import Hydra
 
     original = hydra_utils.run_and_report
     if getattr(original, "_trainstudy", False):
         return
+    original_help = Hydra.app_help
 
     def run_and_report(func: Callable[[], Any]) -> Any:
         return original(report_user_errors(func))
 
+    def app_help(self: Hydra, *args: Any, **kwargs: Any) -> None:
+        report_user_errors(lambda: original_help(self, *args, **kwargs))()
+
     run_and_report._trainstudy = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
+    Hydra.app_help = app_help  # type: ignore[method-assign]
