@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from test_train import cli
 
 from trainstudy import datasets
 from trainstudy.errors import UserError, explain
-from trainstudy.train import train
+from trainstudy.train import train, validate
 
 
 def compose_error(overrides: list[str]) -> Exception:
@@ -35,11 +36,47 @@ def test_hydra_composition_errors_become_one_line(overrides: list[str], needle: 
     assert message is not None and needle in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("overrides", "meant"), [
+    (["seeed=1"], "seed"),
+    (["trainer.max_step=5"], "trainer.max_steps"),
+    (["data.batchsize=3"], "data.batch_size"),
+    (["init=normal", "init.stdd=0.1"], "init.std"),
+])
+def test_key_typo_suggests_the_key_and_never_adding_the_typo(overrides: list[str], meant: str) -> None:
+    message = explain(compose_error(overrides))
+    typo = overrides[-1].split("=")[0]
+    assert message is not None and message.startswith(f"unknown key '{typo}' (did you mean {meant}?)")
+    assert f"+{typo}=" not in message
+
+
+def test_unknown_key_with_nothing_close_lists_its_neighbours_and_how_to_add_it() -> None:
+    message = explain(compose_error(["trainer.zzz=1"]))
+    assert message is not None and "did you mean" not in message
+    assert "trainer has: accelerator, devices, max_epochs, max_steps" in message and "+trainer.zzz=..." in message
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["+trainer.foo=1"], "unknown key 'trainer.foo': lightning.Trainer takes no argument 'foo'; it takes: "),
+    (["+trainer.max_step=5"], "(did you mean trainer.max_steps?)"),
+    (["+optim.nesterv=true"], "torch.optim.SGD takes no argument 'nesterv' (did you mean optim.nesterov?)"),
+    (["loss=huber", "+loss.criterion.delt=2"], "(did you mean loss.criterion.delta?)"),
+])
+def test_an_argument_the_target_does_not_take_stops_before_data(overrides: list[str], needle: str) -> None:
+    with pytest.raises(UserError, match=re.escape(needle)):
+        validate(make_cfg(["data=digits", *overrides]))  # the checks that run before anything loads
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "needle"), [
     (["init=kaiminng"], "unknown init option 'kaiminng' (did you mean kaiming?)"),
     (["init=normal", "init.stdd=0.1"], "unknown key 'init.stdd'"),
     (["-m", "init=xavier,kaiminng"], "unknown init option 'kaiminng'"),
+    (["seeed=1"], "unknown key 'seeed' (did you mean seed?)"),
+    (["trainer.max_step=5"], "unknown key 'trainer.max_step' (did you mean trainer.max_steps?)"),
+    (["data.batchsize=3"], "unknown key 'data.batchsize' (did you mean data.batch_size?)"),
+    (["data=digits", "+trainer.foo=1"], "unknown key 'trainer.foo': lightning.Trainer takes no argument 'foo'"),
+    (["init=normall", "--help"], "unknown init option 'normall' (did you mean normal?)"),  # help composes too
+    (["seeed=1", "--cfg", "job"], "unknown key 'seeed' (did you mean seed?)"),
 ])
 def test_cli_hydra_errors_one_line_exit_2(args: list[str], needle: str, tmp_path: Path, data_dir: Path) -> None:
     proc = cli(args, tmp_path, data_dir)

@@ -21,10 +21,8 @@ from trainstudy.errors import (
 )
 from trainstudy.paths import shown
 from trainstudy.results import read_metrics
-from trainstudy.resume import resume_argv
 from trainstudy.sweeps import folder_name, run_name, sweep_keys
 from trainstudy.targets import best_key
-from trainstudy.train import RunInterrupted, train, write_json
 
 log = logging.getLogger("trainstudy")
 
@@ -81,6 +79,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     In a sweep, a job that fails is recorded (metrics.json with status "failed" and the reason) and the
     sweep goes on; the summary at the end says which failed and sets the exit status.
     """
+    # Lightning and torch are imported here, not at the top: `--help` and `--cfg` never reach run() and start
+    # in a fraction of the time without them.
+    from trainstudy.train import RunInterrupted, train
+
     job_paths(cfg)
     try:
         result = train(cfg)
@@ -109,6 +111,8 @@ def reason(e: BaseException) -> str:
 
 
 def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
+    from trainstudy.train import write_json
+
     log.error("job failed: %s", reason)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +159,10 @@ def summary_row(result: dict[str, Any]) -> str:
 def command_line(argv: list[str]) -> list[str]:
     """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
     install_hydra_one_line_errors()
+    if not any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
+        return argv
+    from trainstudy.resume import resume_argv
+
     return report_user_errors(lambda: resume_argv(argv))()
 
 

@@ -20,14 +20,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainstudy import __version__
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
-from trainstudy.errors import UserError
+from trainstudy.errors import UserError, check_arguments
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
@@ -69,6 +69,8 @@ def validate(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_init(cfg.init)
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
+    for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
+        check_arguments(OmegaConf.select(cfg, key), key)
     lr = cfg.optim.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
