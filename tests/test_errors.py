@@ -156,3 +156,15 @@ def test_bad_input_is_one_line_before_training(case: str, overrides: list[str], 
         train(cfg)
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
     assert not (tmp_path / "run" / "metrics.json").exists()  # nothing that looks like a finished run
+
+
+def test_slurm_launcher_off_a_cluster_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainstudy import cli
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    for launcher in ("slurm", "submitit_slurm"):
+        with pytest.raises(UserError, match="needs a SLURM cluster.*submitit_local"):
+            cli.check_launcher(["-m", f"hydra/launcher={launcher}", "seed=0,1"])
+    cli.check_launcher(["-m", "hydra/launcher=joblib"])  # other launchers need no srun
+    monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/bin/srun")
+    cli.check_launcher(["-m", "hydra/launcher=slurm"])  # on a cluster: launched as configured

@@ -298,3 +298,29 @@ def test_a_too_long_run_dir_is_a_one_line_error(tmp_path: Path, data_dir: Path) 
     proc = cli(["data=digits", f"hydra.run.dir={tmp_path / ('x' * 300)}"], tmp_path, data_dir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "is 300 bytes, over the file system's 255" in proc.stderr
+
+
+def test_sweep_summary_names_jobs_shows_unreadable_ones_and_counts_right(tmp_path: Path, caplog) -> None:
+    """One garbage metrics.json is one row (and a failed sweep), the others are summarised by their run names."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from trainstudy.cli import SweepSummary
+
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [seed=0,1]\n  sweeper: {}\n")
+    ok = {"status": "ok", "overrides": ["seed=0"], "metrics": {"conv/steps_to_target": 30, "conv/best_val_acc": 0.96},
+          "target": {"metric": "val/acc", "value": 0.95}}
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(ok))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "metrics.json").write_text('{"status": "ok", "metr')
+    SweepSummary.failed = False
+    with caplog.at_level(logging.INFO, logger="trainstudy"):
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    text = caplog.text
+    assert ": 2 jobs" in text
+    assert "seed=0" in text and "reached at step 30 · best val/acc 0.96" in text
+    assert "unreadable metrics.json: not JSON (cut short)" in text
+    assert SweepSummary.failed
+    SweepSummary.failed = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -159,11 +160,21 @@ def summary_row(result: dict[str, Any]) -> str:
 def command_line(argv: list[str]) -> list[str]:
     """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
     install_hydra_one_line_errors()
+    report_user_errors(lambda: check_launcher(argv))()
     if not any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
         return argv
     from trainstudy.resume import resume_argv
 
     return report_user_errors(lambda: resume_argv(argv))()
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A SLURM launcher off a cluster: one line before Hydra starts (submitit would raise a traceback)."""
+    launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), None)
+    if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+        raise UserError(f"hydra/launcher={launcher} needs a SLURM cluster and this machine has no srun; run the "
+                        "sweep on the cluster, or here with hydra/launcher=submitit_local (the same code path, as "
+                        "local processes) or hydra/launcher=joblib")
 
 
 def exit_status() -> int:
