@@ -63,8 +63,10 @@ def outcome_drift(alone: list[dict], grouped: list[dict]) -> dict[str, float | i
     def diff(key: str) -> float:
         return max(abs((a["metrics"].get(key) or 0) - (g["metrics"].get(key) or 0)) for a, g in zip(alone, grouped))
 
-    steps = [(a["metrics"]["conv/steps_to_target"], g["metrics"]["conv/steps_to_target"]) for a, g in zip(alone, grouped)]
+    steps = [(a["metrics"]["conv/steps_to_target"], g["metrics"]["conv/steps_to_target"])
+             for a, g in zip(alone, grouped)]
     return {"max_best_acc_diff": diff("conv/best_val_acc"), "max_final_acc_diff": diff("conv/final_val_acc"),
+            "reached_alone": sum(a is not None for a, _ in steps),
             "reached_differs": sum((a is None) != (g is None) for a, g in steps),
             "steps_differ": sum(a != g for a, g in steps),
             "max_steps_diff": max((abs(a - g) for a, g in steps if a is not None and g is not None), default=0)}
@@ -132,7 +134,8 @@ def main(argv: list[str]) -> int:
     o = report["outcomes"]
     print(f"outcomes, member vs its job alone: best val/acc differs by up to {o['max_best_acc_diff']:.4f}, "
           f"final val/acc by up to {o['max_final_acc_diff']:.4f}; target reached by one and not the other in "
-          f"{o['reached_differs']} of {args.members}; steps to target differ in {o['steps_differ']} "
+          f"{o['reached_differs']} of {args.members} ({o['reached_alone']} reached alone); steps to target differ in "
+          f"{o['steps_differ']} "
           f"(by up to {o['max_steps_diff']} steps)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
