@@ -74,16 +74,32 @@ def end_line(result: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def _training() -> tuple[type, Any]:
+    """trainstudy.train's RunInterrupted and train, imported here rather than at the top: `--help` and `--cfg`
+    never reach run() and start in a fraction of the time without torch and Lightning. Importing Lightning sets
+    its loggers to INFO with a handler of its own; by now Hydra has configured them (conf/hydra: WARNING), so
+    that configuration is put back (else every run prints "GPU available: ..." twice)."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    from trainstudy.train import RunInterrupted, train
+
+    for lg, level, handlers, propagate in saved:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+    return RunInterrupted, train
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """What ``python train.py`` does for one job. A user's mistake ends in one line, never a traceback.
 
     In a sweep, a job that fails is recorded (metrics.json with status "failed" and the reason) and the
     sweep goes on; the summary at the end says which failed and sets the exit status.
     """
-    # Lightning and torch are imported here, not at the top: `--help` and `--cfg` never reach run() and start
-    # in a fraction of the time without them.
-    from trainstudy.train import RunInterrupted, train
-
+    RunInterrupted, train = _training()
     job_paths(cfg)
     try:
         result = train(cfg)
