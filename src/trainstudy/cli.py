@@ -102,6 +102,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     RunInterrupted, train = _training()
     job_paths(cfg)
     try:
+        if cfg.paths.multirun and (why := local_ddp_reason(cfg)) is not None:
+            raise UserError(why)  # a job whose sweep varies trainer.devices: refused alone, the others go on
         result = train(cfg)
     except UserError as e:
         if not cfg.paths.multirun:
@@ -116,7 +118,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             raise
         log.exception("job failed")
         return _record_failure(cfg, reason(e))
-    log.info(end_line(result))
+    if not result.get("rank"):  # of a multi-device run, rank 0 speaks
+        log.info(end_line(result))
     return result
 
 
@@ -136,6 +139,31 @@ def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
     result = {"status": "failed", "error": reason, "overrides": list(HydraConfig.get().overrides.task)}
     write_json(out / "metrics.json", result)
     return result
+
+
+def local_ddp_reason(cfg: DictConfig) -> str | None:
+    """Why this job can't train on several devices in this sweep (None: it can). Lightning's DDP starts rank 1
+    by running this process's command line again: inside a sweep that is the whole sweep, once more. On SLURM
+    (submitit) every rank is a task of its own and nothing is relaunched."""
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    several = ("ddp" in str(trainer.get("strategy", "")) and str(devices) not in ("1", "[0]")) or (
+        isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    launcher = str(((cfg.get("hydra") or {}).get("launcher") or {}).get("_target_", ""))
+    if not several or "Slurm" in launcher:
+        return None
+    return (f"trainer.devices={devices} (trainer.strategy={trainer.get('strategy', 'auto')}) in a sweep on this "
+            "machine: Lightning's DDP would start the whole sweep again for rank 1; run it as one run (without -m), "
+            "one job per device with trainer.devices=1, or on SLURM with hydra/launcher=slurm")
+
+
+class SweepChecks(Callback):
+    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if (why := local_ddp_reason(config)) is not None:  # Hydra turns a callback's exception into a warning
+            sys.stderr.write(f"error: {why}\n")
+            sys.exit(EXIT_USER_ERROR)
 
 
 class SweepSummary(Callback):

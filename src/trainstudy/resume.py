@@ -79,8 +79,9 @@ class Checkpointing(Callback):
         self.before_save(trainer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".ckpt.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        trainer.save_checkpoint(tmp)  # every rank takes part (a barrier); rank 0 alone writes the file
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["trainstudy"] = {**self.info, "tensor_sha256": tensor_checksum(checkpoint)}
@@ -132,11 +133,20 @@ def resume_argv(argv: list[str]) -> list[str]:
                         "give the folder a run printed at its start, e.g. resume=outputs/runs/<date>/<time>")
     flags = [a for a in argv if a.startswith("-")]
     extra = [a for a in argv if not a.startswith("-") and not a.startswith("resume=")]
-    refused = [a for a in extra if a.split("=", 1)[0].lstrip("+~") not in LENGTH_KEYS]
+    recorded = yaml.safe_load(overrides_file.read_text()) or []
+    # Accepted besides the length: the run's own overrides restated, and where Hydra writes this process's
+    # logs, as Lightning's DDP adds them when it relaunches this (already expanded) command line for rank 1
+    refused = [a for a in extra if a.split("=", 1)[0].lstrip("+~") not in LENGTH_KEYS and a not in recorded
+               and not (a.startswith("hydra.") and not a.startswith("hydra.run.dir="))
+               and not (a.startswith("hydra.run.dir=") and _same_folder(a.split("=", 1)[1], run_dir))]
     if refused:
         raise UserError(f"resume continues a run as it was configured; only {' / '.join(LENGTH_KEYS)} may change "
                         f"(got {' '.join(refused)})")
     extra_keys = {a.split("=", 1)[0].lstrip("+~") for a in extra}
-    original = [o for o in yaml.safe_load(overrides_file.read_text()) or []
+    original = [o for o in recorded
                 if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
     return [*flags, *original, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def _same_folder(value: str, folder: Path) -> bool:
+    return Path(value.strip("'\"")).expanduser().resolve() == folder

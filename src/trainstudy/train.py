@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -261,14 +262,17 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
 
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
-               device: torch.device | str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
+               world_size: int = 1) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
     ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary.
+    Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
+    the others get the content back with ``"rank"`` set, and write nothing.
     """
     metrics = record.summary()
     params = hparams(cfg, splits)
-    if logger is not None and status is None:
+    if logger is not None and status is None and rank == 0:
         log_hparams(logger, params, metrics, step=step)
         logger.finalize("success")
     result = {
@@ -287,8 +291,11 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "versions": versions(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "devices": world_size,
         **(extra or {}),
     }
+    if rank != 0:
+        return {**result, "rank": rank}
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)
@@ -355,16 +362,17 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
         default_root_dir=str(out_dir))
     n_params = sum(p.numel() for p in module.parameters())
-    log.info("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
+    say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
+    say("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
              len(splits.x_val), task)
-    log.info("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
+    say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
              cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
              cfg.seed, trainer.strategy.root_device)
-    log.info("validation every %d steps%s · %d thread%s · run folder %s", val_every,
+    say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
              " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
              "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
     if resumed:
-        log.info("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
+        say("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
     # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
     group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)
@@ -381,7 +389,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
 
     result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
                         trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                        trainer.strategy.root_device)
+                        trainer.strategy.root_device, rank=trainer.global_rank, world_size=trainer.world_size)
     if interrupted:
         raise RunInterrupted(interrupted, trainer.global_step, out_dir)
     return result, module
