@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from trainstudy.claims import claim_named
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
@@ -202,14 +203,16 @@ def summary_row(result: dict[str, Any]) -> str:
 
 
 def command_line(argv: list[str]) -> list[str]:
-    """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
+    """Before Hydra starts: one-line errors for its own composition, ``resume=`` expanded to the run's overrides,
+    and the folder the command line names claimed for this process (see claims.py)."""
     install_hydra_one_line_errors()
     report_user_errors(lambda: check_launcher(argv))()
-    if not any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
-        return argv
-    from trainstudy.resume import resume_argv
+    if any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
+        from trainstudy.resume import resume_argv
 
-    return report_user_errors(lambda: resume_argv(argv))()
+        argv = report_user_errors(lambda: resume_argv(argv))()
+    report_user_errors(lambda: claim_named(argv))()
+    return argv
 
 
 def check_launcher(argv: list[str]) -> None:
