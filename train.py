@@ -2,10 +2,15 @@
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from trainstudy import interrupts
 
-from trainstudy.cli import command_line, exit_status, run
+if __name__ == "__main__":  # before the heavy imports: a Ctrl-C or SIGTERM while torch loads ends in one line
+    interrupts.install()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from trainstudy.cli import command_line, exit_status, run  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -16,4 +21,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     sys.argv[1:] = command_line(sys.argv[1:])
     main()
-    sys.exit(exit_status())
+    sys.exit(interrupts.exit_status() or exit_status())  # 128 + the signal that stopped a sweep, else 0 or 1
