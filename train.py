@@ -7,10 +7,10 @@ from trainstudy import interrupts
 if __name__ == "__main__":  # before the heavy imports: a Ctrl-C or SIGTERM while torch loads ends in one line
     interrupts.install()
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from trainstudy.cli import command_line, exit_status, run  # noqa: E402
+from trainstudy.cli import command_line, exit_status, run
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import CONF, ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from test_vectorized import member_cfgs
 
 from trainstudy import interrupts, vectorized
@@ -36,7 +38,7 @@ def start(args: list[str], cwd: Path, data_dir: Path) -> tuple[subprocess.Popen,
     return proc, log
 
 
-def wait_until(condition, proc: subprocess.Popen, timeout: float = 180) -> None:  # noqa: ANN001
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -152,12 +154,12 @@ def test_a_second_sigterm_waits_for_every_members_record(tmp_path: Path, data_di
     monkeypatch.setattr(interrupts, "_first", None)  # this process's signals stay this test's
     real_validate, real_finish = vectorized._validate, vectorized.finish_run
 
-    def sigterm_at_step_10(members, stacked, losses, splits, classification, clock, step):  # noqa: ANN001
+    def sigterm_at_step_10(members, stacked, losses, splits, classification, clock, step):
         if step == 10:
             os.kill(os.getpid(), signal.SIGTERM)
         real_validate(members, stacked, losses, splits, classification, clock, step)
 
-    def sigterm_again(*args, **kwargs):  # noqa: ANN002, ANN003
+    def sigterm_again(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return real_finish(*args, **kwargs)
 
@@ -169,3 +171,13 @@ def test_a_second_sigterm_waits_for_every_members_record(tmp_path: Path, data_di
     for i in range(2):
         assert json.loads((tmp_path / str(i) / "metrics.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # pytest's process gets its own handler back
+
+
+def test_joblib_option_is_the_stoppable_launcher() -> None:
+    """The option is taken over from a Hydra hook (joblib_launcher.JoblibOption): fails loudly if Hydra changes."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("trainstudy_launcher.joblib_launcher.StoppableJoblibLauncher")
+    assert (cfg.hydra.launcher.n_jobs, cfg.hydra.launcher.pre_dispatch) == (2, "2*n_jobs")  # the stock keys
