@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainstudy import __version__
+from trainstudy import __version__, interrupts
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
@@ -49,10 +49,14 @@ warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the run; its checkpoint and metrics so far are saved."""
+    """Ctrl-C or SIGTERM stopped the run; its checkpoint and metrics so far are saved.
 
-    def __init__(self, signal_name: str, step: int, run_dir: Path):
-        super().__init__(f"interrupted ({signal_name}) at step {step}; continue with: "
+    ``finished``: the signal came while a run that had trained to its end wrote its record (which is complete).
+    """
+
+    def __init__(self, signal_name: str, step: int, run_dir: Path, finished: bool = False):
+        super().__init__(f"interrupted ({signal_name}) as the run ended at step {step}; its record is complete"
+                         if finished else f"interrupted ({signal_name}) at step {step}; continue with: "
                          f"python train.py resume={run_dir}")
         self.signal_name = signal_name
 
@@ -170,9 +174,9 @@ def val_interval(cfg: DictConfig, val_samples: int) -> int:
 
 def versions() -> dict[str, str | None]:
     """What a run's numbers depend on besides its config: package versions and the project's git commit."""
-    try:
+    try:  # in a session of its own: a Ctrl-C at the terminal while the record is written doesn't kill it
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+                                text=True, timeout=5, start_new_session=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"torch": torch.__version__, "lightning": L.__version__, "hydra": hydra.__version__,
@@ -377,19 +381,22 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
     group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)
     interrupted = None
-    try:
-        trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
-                    ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
-    except SIGTERMException:
-        interrupted = "SIGTERM"
-    except SystemExit:  # Lightning's answer to Ctrl-C, after its on_exception hooks saved the checkpoint
-        if trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
-        interrupted = "SIGINT"
-
-    result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
-                        trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                        trainer.strategy.root_device, rank=trainer.global_rank, world_size=trainer.world_size)
-    if interrupted:
-        raise RunInterrupted(interrupted, trainer.global_step, out_dir)
+    with interrupts.during(interrupts.note):  # from here a signal (a second one too) waits for metrics.json
+        try:
+            with interrupts.during(interrupts.stop_training):
+                trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
+                            ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
+        except SIGTERMException:
+            interrupted = "SIGTERM"
+        except SystemExit:  # Lightning's answer to Ctrl-C, after its on_exception hooks saved the checkpoint
+            if trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            interrupted = "SIGINT"
+        result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
+                            trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
+                            trainer.strategy.root_device, rank=trainer.global_rank,
+                            world_size=trainer.world_size)
+    stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took
+    if stopped_by:
+        raise RunInterrupted(stopped_by, trainer.global_step, out_dir, finished=not interrupted)
     return result, module
