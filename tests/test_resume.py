@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import open_dict
 from conftest import ROOT, make_cfg
 from test_train import cli, scalars
 
@@ -117,3 +118,32 @@ def test_a_bit_flipped_checkpoint_is_refused(where: str, tmp_path: Path, data_di
     with pytest.raises(UserError, match=r"checkpoint .*last.ckpt is damaged \(checksum mismatch\)") as error:
         read_checkpoint_info(run)
     assert "\n" not in str(error.value)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 1 MB tmpfs: too small for the checkpoint of a 300k-parameter MLP (root only; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_half_checkpoint(full_disk: Path,
+                                                                                 data_dir: Path) -> None:
+    cfg = make_cfg(["data=digits", "model.width=512", "trainer.max_steps=8", "checkpoint.every_n_steps=4",
+                    f"data_dir={data_dir}", "progress_bar=false"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(full_disk / "run")
+        cfg.paths.tb_dir = str(full_disk / "run" / "tb")
+    with pytest.raises(UserError, match=rf"the disk holding {full_disk / 'run' / 'checkpoints'} is full") as e:
+        train(cfg)
+    assert "\n" not in str(e.value)
+    assert list((full_disk / "run" / "checkpoints").iterdir()) == []  # no .ckpt.tmp left to fill it further

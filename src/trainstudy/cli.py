@@ -22,7 +22,7 @@ from trainstudy.errors import (
     report_user_errors,
 )
 from trainstudy.paths import shown
-from trainstudy.results import read_metrics
+from trainstudy.results import read_metrics, write_json
 from trainstudy.sweeps import folder_name, run_name, sweep_keys
 from trainstudy.targets import best_key
 
@@ -132,13 +132,14 @@ def reason(e: BaseException) -> str:
 
 
 def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
-    from trainstudy.train import write_json
-
     log.error("job failed: %s", reason)
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = {"status": "failed", "error": reason, "overrides": list(HydraConfig.get().overrides.task)}
-    write_json(out / "metrics.json", result)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", result)
+    except (OSError, UserError) as e:  # a full disk: the summary shows the job without a record
+        log.error("could not record the failure in %s: %s", out, e)
     return result
 
 

@@ -1,6 +1,6 @@
 """Reading a job's metrics.json as the report and the sweep summary use it: a bad file is a reason, not a crash.
 
-train.write_json writes the file atomically, but a disk that filled up, a copy cut short or a hand edit can
+write_json writes the file atomically, but a disk that filled up, a copy cut short or a hand edit can
 still leave garbage, half a file, or numbers that are not numbers. ``read_metrics`` checks the fields that are
 read later (status, overrides, metrics, target, curve, diagnostics), so that one bad job is shown as such and
 the rest of a sweep is reported.
@@ -8,10 +8,15 @@ the rest of a sweep is reported.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 from numbers import Real
 from pathlib import Path
 from typing import Any
+
+from trainstudy.errors import UserError
 
 
 class _Bad(Exception):
@@ -63,6 +68,37 @@ def _check(result: Any) -> None:
         for key in ("index", "act_std", "weight_rank"):
             _number(_mapping(row, f"diagnostics.layers[{i}]", optional=False).get(key),
                     f"diagnostics.layers[{i}][{key!r}]")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf are not JSON: write them as null (a diverged run's losses)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a reader (the report on a sweep in progress) never sees half a file. A full disk (or
+    any failed write) leaves no half-made file and is a UserError naming the folder."""
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(cannot_write(path.parent, e)) from None
+
+
+def cannot_write(folder: Path, e: OSError) -> str:
+    """One line for a write that failed in ``folder``: a full disk says so and what to do."""
+    if e.errno == errno.ENOSPC:
+        return (f"the disk holding {folder} is full; free space there or choose another folder "
+                "(hydra.run.dir=... / hydra.sweep.dir=...)")
+    return f"cannot write in {folder} ({e.strerror or e})"
 
 
 def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:

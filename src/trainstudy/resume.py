@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainstudy.errors import UserError
+from trainstudy.results import cannot_write
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # What may change when a run is resumed: how long it trains. Anything else would make it another run.
@@ -75,13 +76,22 @@ class Checkpointing(Callback):
                  info: dict[str, Any]):
         self.path, self.every, self.before_save, self.info = path, every_n_steps, before_save, info
 
+    failed = False  # a save failed: see on_exception
+
     def save(self, trainer: L.Trainer) -> None:
         self.before_save(trainer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".ckpt.tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part (a barrier); rank 0 alone writes the file
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        try:
+            trainer.save_checkpoint(tmp)  # every rank takes part (a barrier); rank 0 alone writes the file
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except OSError as e:  # a full disk: the last complete checkpoint stays as it was, the half one goes
+            tmp.unlink(missing_ok=True)
+            self.failed = True
+            raise UserError(cannot_write(self.path.parent, e)
+                            + (f"; {self.path} holds the run up to its last checkpoint" if self.path.exists()
+                               else "")) from None
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["trainstudy"] = {**self.info, "tensor_sha256": tensor_checksum(checkpoint)}
@@ -91,7 +101,8 @@ class Checkpointing(Callback):
             self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        self.save(trainer)
+        if not self.failed:  # after a failed save (the disk is full) a second try would only fail again
+            self.save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.save(trainer)

@@ -34,6 +34,7 @@ from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
 from trainstudy.paths import shown
+from trainstudy.results import write_json
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
@@ -181,24 +182,6 @@ def versions() -> dict[str, str | None]:
         commit = None
     return {"torch": torch.__version__, "lightning": L.__version__, "hydra": hydra.__version__,
             "trainstudy": __version__, "git_commit": commit}
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/Inf are not JSON: write them as null (a diverged run's losses)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a reader (the report on a sweep in progress) never sees half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
-    os.replace(tmp, path)
 
 
 def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, float | None]]:
