@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
 from conftest import ROOT, make_cfg
+from omegaconf import open_dict
 from test_train import cli, scalars
 
 from trainstudy.errors import UserError
