@@ -13,7 +13,6 @@ from test_train import scalars
 from trainstudy.errors import UserError
 from trainstudy.schedulers import warmup_cosine
 from trainstudy.train import fit, train, validate
-from trainstudy.vectorized import solo_reason
 
 QUICK = ["data=digits", "progress_bar=false", "val_every_n_steps=10", "trainer.max_epochs=-1", "optim.lr=0.1"]
 
@@ -78,8 +77,3 @@ def test_a_bad_schedule_is_one_line_before_any_data(overrides: list[str], messag
     with pytest.raises(UserError, match=message):
         validate(make_cfg(overrides))
 
-
-def test_the_vectorized_launcher_runs_scheduled_and_callback_jobs_on_their_own() -> None:
-    assert "lr constant" in solo_reason(make_cfg(["scheduler=warmup_cosine", "trainer.max_steps=10"]))
-    assert "callbacks.early_stopping" in solo_reason(make_cfg(["callbacks=early_stopping", "trainer.max_steps=10"]))
-    assert solo_reason(make_cfg(["trainer.max_steps=10"])) is None
