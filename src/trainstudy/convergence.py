@@ -212,14 +212,14 @@ class ConvergenceTracker(Callback):
         if not self._pending:
             return True
         losses, counts = self._global(trainer, torch.stack(self._pending).float(), self._pending_samples)
+        for n in counts:  # before the clear below: on one device counts is _pending_samples itself
+            self._samples += n
+            self.state.samples.append(self._samples)
         first = len(self.state.losses) + 1
         lrs = self._pending_lr[:]
         self._pending.clear()
         self._pending_samples.clear()
         self._pending_lr.clear()
-        for n in counts:
-            self._samples += n
-            self.state.samples.append(self._samples)
         for step, value in self.record.add_losses(losses):
             if trainer.logger is not None:
                 scalars = {"train/loss": value}
