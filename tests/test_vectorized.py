@@ -171,6 +171,8 @@ def test_what_members_may_differ_in_and_what_they_may_not() -> None:
     (["+trainer.gradient_clip_val=1.0"], "gradient_clip_val"),
     (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "forever"),
     (["optim._target_=torch.optim.LBFGS"], "LBFGS"),
+    (["scheduler=warmup_cosine"], "scheduler=warmup_cosine (the vectorized loop keeps the lr constant)"),
+    (["callbacks=[lr_monitor,early_stopping]"], "callbacks.lr_monitor is a Lightning callback"),
 ])
 def test_jobs_that_run_on_their_own_say_why(overrides: list[str], reason: str) -> None:
     assert solo_reason(make_cfg(["data=digits"])) is None

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from trainstudy.losses import StudyLoss
+from trainstudy.schedulers import SchedulerFactory, configure
 
 Step = tuple[torch.Tensor, torch.Tensor]  # the (x, y) batch of one optimizer step
 
@@ -29,7 +30,8 @@ class StudyModule(L.LightningModule):
     samples)`` method hears of it (the tracker validates there, at its exact step), and the group ends early
     once one of them sets ``trainer.should_stop``. ``automatic=True`` leaves the one step of each batch to
     Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the model's
-    forward with torch.compile (layers and their names stay as they are).
+    forward with torch.compile (layers and their names stay as they are). ``scheduler`` is a partial torch
+    lr scheduler that takes the optimizer, stepped after every update.
     """
 
     # decided when training starts: see plain_backward() and plain_optimizer_step()
@@ -37,12 +39,15 @@ class StudyModule(L.LightningModule):
     _plain_step = False
     _before_step: tuple[Callable[..., Any], ...] = ()
     _step_end: tuple[Callable[..., Any], ...] = ()
+    _scheduler: Any = None
 
     def __init__(self, model: nn.Module, loss: StudyLoss,
                  optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-                 automatic: bool = False, compile: bool = False, eval_chunk: int = 1024):
+                 automatic: bool = False, compile: bool = False, eval_chunk: int = 1024,
+                 scheduler: SchedulerFactory | None = None):
         super().__init__()
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.scheduler_factory = scheduler
         self.eval_chunk = eval_chunk
         self.automatic_optimization = automatic
         if compile:
@@ -66,6 +71,8 @@ class StudyModule(L.LightningModule):
         if is_overridden("on_before_optimizer_step", self, L.LightningModule):
             self._before_step += (lambda _trainer, module, optimizer: module.on_before_optimizer_step(optimizer),)
         self._step_end = tuple(cb.on_train_step_end for cb in trainer.callbacks if hasattr(cb, "on_train_step_end"))
+        # in manual optimization stepping the scheduler is ours (Lightning restored its state on resume)
+        self._scheduler = None if self.automatic_optimization else self.lr_schedulers()
 
     def training_step(self, batch: Iterable[Step], batch_idx: int) -> torch.Tensor:
         """The loss of each step taken, on the device (the tracker reads them back in bulk)."""
@@ -73,7 +80,7 @@ class StudyModule(L.LightningModule):
             (x, y), = batch
             return self.loss(self.model(x), y)
         trainer, optimizer = self.trainer, self.optimizers()
-        plain = self._plain_step
+        plain, scheduler = self._plain_step, self._scheduler
         inner = optimizer.optimizer
         losses = []
         for x, y in batch:
@@ -95,6 +102,8 @@ class StudyModule(L.LightningModule):
                 else:
                     self.manual_backward(loss)
                 optimizer.step()
+            if scheduler is not None:  # before the listeners: a stop after them still leaves both in step
+                scheduler.step()
             loss = loss.detach()
             losses.append(loss)
             for listener in self._step_end:
@@ -103,8 +112,9 @@ class StudyModule(L.LightningModule):
                 break
         return torch.stack(losses)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+    def configure_optimizers(self) -> Any:
+        return configure(self.optimizer_factory(self.model.parameters()), self.scheduler_factory,
+                         self.automatic_optimization)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainstudy import __version__, interrupts
+from trainstudy.callbacks import build_callbacks, checkpointing, validate_callbacks
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
@@ -39,6 +40,7 @@ from trainstudy.resume import (
     fingerprint,
     read_checkpoint_info,
 )
+from trainstudy.schedulers import build_scheduler, scheduler_name, validate_scheduler
 
 log = logging.getLogger("trainstudy")
 
@@ -75,6 +77,8 @@ def validate(cfg: DictConfig) -> None:
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
     for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
         check_arguments(OmegaConf.select(cfg, key), key)
+    validate_scheduler(cfg)
+    validate_callbacks(cfg, classification=task_of(cfg.data) != "regression")
     lr = cfg.optim.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
@@ -146,6 +150,7 @@ def hparams(cfg: DictConfig, splits: DataSplits | None = None) -> dict[str, Any]
         "loss": cfg.loss.name,
         "optim": cfg.optim._target_.rsplit(".", 1)[-1].lower(),
         "lr": cfg.optim.lr,
+        "scheduler": scheduler_name(cfg),
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
     }
@@ -200,8 +205,10 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
+    steps_per_epoch = -(-len(splits.x_train) // cfg.data.batch_size)
     module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False),
-                         eval_chunk=max(256, 4 * cfg.data.batch_size))
+                         eval_chunk=max(256, 4 * cfg.data.batch_size),
+                         scheduler=build_scheduler(cfg, steps_per_epoch))
     return module, targets
 
 
@@ -340,11 +347,16 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
         logger_args["purge_step"] = resumed["global_step"] + 1
     logger = instantiate(cfg.logger, **logger_args)
+    progress_bar = sys.stderr.isatty() and cfg.get("progress_bar", True)
+    lightning_callbacks = build_callbacks(cfg, target_metric(cfg), progress_bar)
+    callbacks += lightning_callbacks
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks,
-        enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
-        enable_model_summary=False, enable_checkpointing=False,
+        cfg.trainer, logger=logger, callbacks=callbacks, enable_progress_bar=progress_bar,
+        enable_model_summary=False, enable_checkpointing=checkpointing(lightning_callbacks),
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
+        # validation comes every val_every_n_steps, not at an epoch's end: EarlyStopping and ModelCheckpoint
+        # then act at on_validation_end, which the tracker calls (Lightning's own loop never runs: no val batches)
+        check_val_every_n_epoch=None, val_check_interval=val_every,
         default_root_dir=str(out_dir))
     n_params = sum(p.numel() for p in module.parameters())
     say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
@@ -359,8 +371,10 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if resumed:
         say("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
-    # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
-    group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)
+    # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups;
+    # Lightning's callbacks act at a batch's end too (every_n_train_steps): groups then end at validations
+    intervals = (cfg.checkpoint.every_n_steps, *((val_every,) if lightning_callbacks else ()))
+    group = 1 if module.automatic_optimization else steps_per_batch(*intervals)
     interrupted = None
     with interrupts.during(interrupts.note):  # from here a signal (a second one too) waits for metrics.json
         try:
