@@ -104,7 +104,7 @@ def test_idx_folder_without_t10k_files_holds_a_test_part_out_with_a_warning(tmp_
     write_mnist_like(tmp_path / "MNIST" / "raw", n_test=0)
     with caplog.at_level(logging.WARNING, logger="trainstudy.datasets"):
         d = load_data(data_cfg("mnist", source="full"), tmp_path)
-    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (40, 5, 5) and d.test_source == "held out (10%)"
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (40, 5, 5) and d.test_source == "held out, 10%"
     assert ["has no t10k-images-idx3-ubyte / t10k-labels-idx1-ubyte" in r.getMessage() for r in caplog.records] == [True]
 
 
@@ -323,7 +323,7 @@ def test_download_puts_files_where_they_are_then_read(tmp_path, monkeypatch):
 def test_bundled_mnist_loads_offline_and_is_cached(data_dir, monkeypatch):
     d = load_data(data_cfg("mnist", source="bundled"), data_dir)
     assert d.source.startswith("bundled") and d.x_train.shape == (4000, 1, 28, 28) and len(d.y_val) == 500
-    assert len(d.y_test) == 500 and d.test_source == "held out (10%)"
+    assert len(d.y_test) == 500 and d.test_source == "held out, 10%"
     assert set(d.y_train.tolist()) == set(range(10))
 
     def no_parsing() -> None:

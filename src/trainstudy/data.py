@@ -241,7 +241,7 @@ def _split(cfg: Mapping, raw: datasets.RawData) -> DataSplits:
     y_test = torch.from_numpy(raw.y_test) if official else _rows(raw.y, test)
     x_train, x_val, x_test = _standardize(_rows(raw.x, train), _rows(raw.x, val), x_test_raw)
     y_train, y_val = _rows(raw.y, train), _rows(raw.y, val)
-    test_source = "official test files" if official else f"held out ({cfg['test_fraction']:.0%})"
+    test_source = "official test files" if official else f"held out, {cfg['test_fraction']:.0%}"
 
     task, num_classes = spec.task, spec.num_classes
     if task == "regression":
