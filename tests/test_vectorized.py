@@ -93,6 +93,7 @@ def test_group_trains_each_member_as_its_job_alone(case: str, tmp_path: Path, da
     grouped = train_group(member_cfgs(common, members, tmp_path / "group", data_dir))
     for i, (a, g) in enumerate(zip(alone, grouped)):
         assert set(g) - set(a) == {"vectorized"} and set(a) <= set(g)  # metrics.json: the same keys, one more
+        assert "test/loss" in g["metrics"] and g["test_split"] == a["test_split"]  # tested once, at the end
         saved = json.loads((tmp_path / "group" / str(i) / "metrics.json").read_text())
         assert (saved["status"], saved["train_loss"]) == (g["status"], g["train_loss"])
         assert g["status"] == a["status"] and g["hparams"] == a["hparams"] and g["target"] == a["target"]

@@ -238,7 +238,7 @@ class ConvergenceTracker(Callback):
         flush, at the same steps on every rank). Every rank then holds the same record, and, since DDP keeps the
         weights equal, validates to the same numbers and stops at the same step."""
         if trainer.world_size == 1:
-            return losses.tolist(), list(counts)
+            return losses.tolist(), list(counts)  # a copy: the caller clears its pending list before reading these
         n = torch.tensor(counts, dtype=losses.dtype, device=losses.device)
         total = trainer.strategy.reduce(torch.stack([losses * n, n]), reduce_op="sum")
         return (total[0] / total[1]).tolist(), [round(c) for c in total[1].tolist()]

@@ -28,6 +28,7 @@ from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError, check_arguments
+from trainstudy.evaluation import evaluate_split
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
@@ -206,9 +207,13 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
     steps_per_epoch = -(-len(splits.x_train) // cfg.data.batch_size)
+    # the run's config and its data's shapes travel in checkpoints: StudyModule.load_from_checkpoint rebuilds from them
+    shapes = {"task": task, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
+              "out_features": n_out}
     module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False),
                          eval_chunk=max(256, 4 * cfg.data.batch_size),
-                         scheduler=build_scheduler(cfg, steps_per_epoch))
+                         scheduler=build_scheduler(cfg, steps_per_epoch),
+                         cfg=OmegaConf.to_container(cfg, resolve=True), shapes=shapes)
     return module, targets
 
 
@@ -252,17 +257,29 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
         experiment._get_file_writer().add_summary(summary)
 
 
+def measure_test(module: StudyModule, splits: DataSplits, device: torch.device | str) -> dict[str, float]:
+    """test/* of the module's final weights, evaluated once on the training device, outside the training clock;
+    the module is left where it was (Lightning hands it back on the CPU)."""
+    home = module.device
+    module.to(device)
+    try:
+        return evaluate_split(module, splits, "test")
+    finally:
+        module.to(home)
+
+
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
                device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
-               world_size: int = 1) -> dict[str, Any]:
+               world_size: int = 1, test: dict[str, float] | None = None) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
     ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary.
     Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
     the others get the content back with ``"rank"`` set, and write nothing.
+    ``test``: the test split's metrics (see measure_test), beside the conv/* ones everywhere they go.
     """
-    metrics = record.summary()
+    metrics = {**record.summary(), **(test or {})}
     params = hparams(cfg, splits)
     if logger is not None and status is None and rank == 0:
         log_hparams(logger, params, metrics, step=step)
@@ -278,6 +295,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "train_loss": record.state.losses,
         "diagnostics": {"layers": layers} if layers is not None else None,
         "data_time_s": data_time,
+        "test_split": {"source": splits.test_source, "samples": len(splits.y_test)} if test else None,
         "tb_dir": str(tb_dir),
         "tensorboard": cfg.logger._target_.endswith("TensorBoardLogger"),
         "versions": versions(),
@@ -360,8 +378,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         default_root_dir=str(out_dir))
     n_params = sum(p.numel() for p in module.parameters())
     say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
-    say("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
-             len(splits.x_val), task)
+    say("data %s (%s): %d train / %d val / %d test (%s), %s task", splits.name, splits.source,
+        len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.test_source, task)
     say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
              cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
              cfg.seed, trainer.strategy.root_device)
@@ -387,10 +405,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
             interrupted = "SIGINT"
+        device = trainer.strategy.root_device
+        test = None if interrupted else measure_test(module, splits, device)
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                            trainer.strategy.root_device, rank=trainer.global_rank,
-                            world_size=trainer.world_size)
+                            device, rank=trainer.global_rank, world_size=trainer.world_size, test=test)
     stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took
     if stopped_by:
         raise RunInterrupted(stopped_by, trainer.global_step, out_dir, finished=not interrupted)

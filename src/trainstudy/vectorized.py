@@ -46,6 +46,7 @@ from trainstudy.train import (
     build,
     finish_run,
     hparams,
+    measure_test,
     set_threads,
     target_metric,
     task_of,
@@ -301,6 +302,8 @@ def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
             raise GroupInterrupted(interrupts.first() or "SIGINT", 0) from None
         finally:
             torch.use_deterministic_algorithms(previous)
+        # the test split joins the device once training is over, for each member's one test evaluation
+        splits.x_test, splits.y_test = splits.x_test.to(device), splits.y_test.to(device)
         results = [_finish(member, splits, status, data_time, device, len(members)) for member in members]
     stopped_by = status if status != "done" else interrupts.first()  # or a signal while the records were written
     if stopped_by:
@@ -449,7 +452,9 @@ def _finish(member: Member, splits: DataSplits, status: str, data_time: float, d
     logger = member.run.logger
     if interrupted:
         logger.finalize("interrupted")
+    # the member's own module on its final weights: the test split evaluated as its job alone evaluates it
+    test = None if interrupted else measure_test(member.module, splits, device)
     # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
     return finish_run(cfg, splits, member.record, member.diagnostics.layers if member.diagnostics else None,
                       logger, member.run.global_step, "interrupted" if interrupted else None, data_time,
-                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}})
+                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}}, test=test)
