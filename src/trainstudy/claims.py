@@ -9,6 +9,7 @@ released by the kernel when the holder exits, however it exits (kill -9 too), so
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 from pathlib import Path
@@ -37,7 +38,23 @@ def claim(folder: Path) -> None:
                         "another folder (hydra.run.dir=... / hydra.sweep.dir=...)") from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
+    if not _held:
+        atexit.register(_release_unused)
     _held[folder] = fd
+
+
+def _release_unused() -> None:
+    """At exit: a claimed folder that holds nothing but the lock (the run was refused before Hydra wrote to
+    it) goes, so that a mistake leaves no empty run folder behind."""
+    for folder, fd in _held.items():
+        try:
+            if [p.name for p in folder.iterdir()] == [LOCK]:
+                (folder / LOCK).unlink()
+                folder.rmdir()
+        except OSError:
+            pass
+        os.close(fd)
+    _held.clear()
 
 
 def fresh_folder(pattern: str) -> str:
