@@ -174,6 +174,7 @@ def test_what_members_may_differ_in_and_what_they_may_not() -> None:
     (["optim._target_=torch.optim.LBFGS"], "LBFGS"),
     (["scheduler=warmup_cosine"], "scheduler=warmup_cosine (the vectorized loop keeps the lr constant)"),
     (["callbacks=[lr_monitor,early_stopping]"], "callbacks.lr_monitor is a Lightning callback"),
+    (["logger=wandb"], "logger=wandb opens one run at a time"),
 ])
 def test_jobs_that_run_on_their_own_say_why(overrides: list[str], reason: str) -> None:
     assert solo_reason(make_cfg(["data=digits"])) is None

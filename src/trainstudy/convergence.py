@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from trainstudy.loggers import log_scalars
 from trainstudy.targets import best_key, best_value, reached
 
 
@@ -221,11 +222,10 @@ class ConvergenceTracker(Callback):
         self._pending_samples.clear()
         self._pending_lr.clear()
         for step, value in self.record.add_losses(losses):
-            if trainer.logger is not None:
-                scalars = {"train/loss": value}
-                if lrs:
-                    scalars["train/lr"] = lrs[step - first]  # after this step's update (step k: after k)
-                trainer.logger.log_metrics(scalars, step=step)
+            scalars = {"train/loss": value}
+            if lrs:
+                scalars["train/lr"] = lrs[step - first]  # after this step's update (step k: after k)
+            log_scalars(trainer.loggers, scalars, step)
         if self.record.diverged:
             trainer.should_stop = True
             return False
@@ -251,8 +251,7 @@ class ConvergenceTracker(Callback):
         else:  # val/loss is each run's own loss: regression losses compare on the clean-data MSE
             point["val/mse"] = self._mse(module)
         values = {k: v for k, v in point.items() if k != "step"}
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(values, step=step)
+        log_scalars(trainer.loggers, values, step)
         if self.record.add_validation(point):
             trainer.should_stop = True
         self._publish(trainer, module, values, step)

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import grad_norm
 from torch import nn
 
 from trainstudy.inits import INIT_LAYERS, init_layers
+from trainstudy.loggers import log_scalars
 from trainstudy.losses import StudyLoss
 from trainstudy.models import ACTIVATIONS
 
@@ -111,35 +112,33 @@ class InitDiagnostics(Callback):
         self.layers = state_dict["layers"]
 
     def _tensorboard(self, trainer: L.Trainer) -> Any | None:
-        experiment = getattr(trainer.logger, "experiment", None)
-        return experiment if hasattr(experiment, "add_histogram") else None
+        experiments = (getattr(logger, "experiment", None) for logger in trainer.loggers)
+        return next((e for e in experiments if hasattr(e, "add_histogram")), None)  # TensorBoard's, wherever it is
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.layers:  # resumed: step 0 is behind us
             return
         x, y = self.x.to(module.device), self.y.to(module.device)
         self.layers = layer_statistics(module.model, module.loss, x, y, self.targets)
-        if trainer.logger is not None:
-            for row in self.layers:
-                trainer.logger.log_metrics(
-                    {f"init/{k}": v for k, v in row.items() if k not in ("index", "name", "kind") and v is not None},
-                    step=row["index"])
+        for row in self.layers:
+            log_scalars(trainer.loggers,
+                        {f"init/{k}": v for k, v in row.items() if k not in ("index", "name", "kind") and v is not None},
+                        step=row["index"])
         self._histograms(trainer, module, step=0)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
         step = trainer.global_step + 1  # the update about to happen
-        if trainer.logger is not None and step % self.grad_norm_every == 0:
+        if trainer.loggers and step % self.grad_norm_every == 0:
             norms = grad_norm(module.model, norm_type=2)
-            trainer.logger.log_metrics({f"grad/{k.split('/', 1)[-1]}": float(v) for k, v in norms.items()},
-                                       step=step)
+            log_scalars(trainer.loggers, {f"grad/{k.split('/', 1)[-1]}": float(v) for k, v in norms.items()}, step)
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # after on_train_end, where the tracker stops the training clock: not counted as training time
         ranks = weight_ranks(module.model)
         for row in self.layers:
             row["weight_rank"] = ranks.get(row["name"])
-            if row["weight_rank"] is not None and trainer.logger is not None:
-                trainer.logger.log_metrics({"diag/weight_rank": row["weight_rank"]}, step=row["index"])
+            if row["weight_rank"] is not None:
+                log_scalars(trainer.loggers, {"diag/weight_rank": row["weight_rank"]}, step=row["index"])
         self._histograms(trainer, module, step=trainer.global_step)
 
     def _histograms(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:

@@ -30,6 +30,13 @@ from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError, check_arguments
 from trainstudy.evaluation import evaluate_split
 from trainstudy.inits import apply_init, validate_init
+from trainstudy.loggers import (
+    build_loggers,
+    close,
+    kinds,
+    log_scalars,
+    validate_loggers,
+)
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
@@ -80,6 +87,7 @@ def validate(cfg: DictConfig) -> None:
         check_arguments(OmegaConf.select(cfg, key), key)
     validate_scheduler(cfg)
     validate_callbacks(cfg, classification=task_of(cfg.data) != "regression")
+    validate_loggers(cfg)
     lr = cfg.optim.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
@@ -240,21 +248,24 @@ def check_memory(cfg: DictConfig, input_shape: tuple[int, ...], n_out: int) -> N
                         "use a smaller model.width / model.depth")
 
 
-def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | int | None], step: int) -> None:
-    """Fill TensorBoard's HParams tab: every conv/* name is listed, values logged only where measured.
+def log_hparams(loggers: Sequence[Any], params: dict[str, Any], metrics: dict[str, float | int | None],
+                step: int) -> None:
+    """The flat hparams and the measured metrics to each logger; TensorBoard's HParams tab lists every conv/*
+    name, values logged only where measured. Other loggers get the params as their own (MLflow's params).
 
     (Lightning's log_hyperparams wants a value for every metric; a target never reached has none.)
     """
     measured = {k: v for k, v in metrics.items() if v is not None}
-    logger.log_metrics(measured, step=step)
-    experiment = getattr(logger, "experiment", None)
-    if not hasattr(experiment, "_get_file_writer"):
-        logger.log_hyperparams(params)
-        return
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
+    log_scalars(loggers, measured, step)
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if not hasattr(experiment, "_get_file_writer"):
+            logger.log_hyperparams(params)
+            continue
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-    for summary in hparams_summary(params, dict.fromkeys(metrics, 0.0)):
-        experiment._get_file_writer().add_summary(summary)
+        for summary in hparams_summary(params, dict.fromkeys(metrics, 0.0)):
+            experiment._get_file_writer().add_summary(summary)
 
 
 def measure_test(module: StudyModule, splits: DataSplits, device: torch.device | str) -> dict[str, float]:
@@ -269,7 +280,7 @@ def measure_test(module: StudyModule, splits: DataSplits, device: torch.device |
 
 
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
-               logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
+               loggers: Sequence[Any], step: int, status: str | None, data_time: float, tb_dir: Path,
                device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
                world_size: int = 1, test: dict[str, float] | None = None) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
@@ -281,9 +292,9 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
     """
     metrics = {**record.summary(), **(test or {})}
     params = hparams(cfg, splits)
-    if logger is not None and status is None and rank == 0:
-        log_hparams(logger, params, metrics, step=step)
-        logger.finalize("success")
+    if status is None and rank == 0:
+        log_hparams(loggers, params, metrics, step=step)
+        close(loggers, "success")
     result = {
         "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
         "run_dir": str(cfg.paths.output_dir),
@@ -297,7 +308,8 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "data_time_s": data_time,
         "test_split": {"source": splits.test_source, "samples": len(splits.y_test)} if test else None,
         "tb_dir": str(tb_dir),
-        "tensorboard": cfg.logger._target_.endswith("TensorBoardLogger"),
+        "tensorboard": "TensorBoardLogger" in kinds(cfg),
+        "loggers": kinds(cfg),
         "versions": versions(),
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -360,16 +372,13 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if cfg.checkpoint.every_n_steps:
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
                                        info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
-    logger_args: dict[str, Any] = {"save_dir": str(tb_dir)}
-    if resumed and cfg.logger._target_.endswith("TensorBoardLogger"):
-        # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
-        logger_args["purge_step"] = resumed["global_step"] + 1
-    logger = instantiate(cfg.logger, **logger_args)
+    # a resumed TensorBoard drops the events a hard kill wrote past the checkpoint: the curve goes on from there
+    loggers = build_loggers(cfg, tb_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
     progress_bar = sys.stderr.isatty() and cfg.get("progress_bar", True)
     lightning_callbacks = build_callbacks(cfg, target_metric(cfg), progress_bar)
     callbacks += lightning_callbacks
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, enable_progress_bar=progress_bar,
+        cfg.trainer, logger=loggers, callbacks=callbacks, enable_progress_bar=progress_bar,
         enable_model_summary=False, enable_checkpointing=checkpointing(lightning_callbacks),
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
         # validation comes every val_every_n_steps, not at an epoch's end: EarlyStopping and ModelCheckpoint
@@ -407,7 +416,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             interrupted = "SIGINT"
         device = trainer.strategy.root_device
         test = None if interrupted else measure_test(module, splits, device)
-        result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
+        result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, loggers,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
                             device, rank=trainer.global_rank, world_size=trainer.world_size, test=test)
     stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took

@@ -26,11 +26,11 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -39,6 +39,7 @@ from trainstudy.convergence import ConvergenceRecord
 from trainstudy.data import DATASETS, DataSplits, load_data
 from trainstudy.datamodule import DeviceBatches
 from trainstudy.diagnostics import InitDiagnostics
+from trainstudy.loggers import build_loggers, close, kinds, log_scalars
 from trainstudy.losses import StudyLoss, out_features
 from trainstudy.module import StudyModule
 from trainstudy.schedulers import planned_steps, scheduler_name
@@ -88,6 +89,8 @@ def solo_reason(cfg: DictConfig) -> str | None:
         return f"callbacks.{callbacks[0]} is a Lightning callback (the vectorized loop runs no Trainer)"
     if (cfg.get("scheduler") or {}).get("_target_"):
         return f"scheduler={scheduler_name(cfg)} (the vectorized loop keeps the lr constant)"
+    if "WandbLogger" in kinds(cfg):  # W&B keeps one run open per process; a group's members log side by side
+        return "logger=wandb opens one run at a time"
     if cfg.optim.get("_target_") not in ELEMENTWISE_OPTIMIZERS:
         return f"optim {cfg.optim.get('_target_')} is not one of {', '.join(ELEMENTWISE_OPTIMIZERS)}"
     return None
@@ -111,9 +114,9 @@ def training_device(trainer: DictConfig) -> torch.device:
 
 @dataclass
 class RunView:
-    """What the trainstudy callbacks read of a Lightning Trainer: the run's logger and step."""
+    """What the trainstudy callbacks read of a Lightning Trainer: the run's loggers and step."""
 
-    logger: Any
+    loggers: list[Any]
     global_step: int = 0
 
 
@@ -260,13 +263,13 @@ def build_member(cfg: DictConfig, splits: DataSplits, device: torch.device) -> M
     target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
     record = ConvergenceRecord(task_of(cfg.data) != "regression", target_metric(cfg), target_value,
                                cfg.target.stop_on_reach)
-    logger = instantiate(cfg.logger, save_dir=str(cfg.paths.tb_dir))
+    loggers = build_loggers(cfg, Path(cfg.paths.tb_dir))
     diagnostics = None
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
                                       grad_norm_every=cfg.log_every_n_steps)
-    return Member(cfg, module, record, RunView(logger), diagnostics)
+    return Member(cfg, module, record, RunView(loggers), diagnostics)
 
 
 def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
@@ -400,7 +403,7 @@ def _flush(members: list[Member], stacked: StackedModel, pending: list[torch.Ten
         if not member.active:
             continue
         for at, value in member.record.add_losses(values):
-            member.run.logger.log_metrics({"train/loss": value}, step=at)
+            log_scalars(member.run.loggers, {"train/loss": value}, step=at)
         if member.record.diverged:
             _stop(member, stacked, m, step, clock)
 
@@ -421,7 +424,7 @@ def _validate(members: list[Member], stacked: StackedModel, losses: LossGroups, 
         else:
             point["val/mse"] = mse[m]
         member.record.state.train_time_s = clock.total
-        member.run.logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step)
+        log_scalars(member.run.loggers, {k: v for k, v in point.items() if k != "step"}, step=step)
         if member.record.add_validation(point):
             _stop(member, stacked, m, step, clock)
 
@@ -449,12 +452,11 @@ def _finish(member: Member, splits: DataSplits, status: str, data_time: float, d
     interrupted = status != "done"
     if member.diagnostics is not None and not interrupted:
         member.diagnostics.on_fit_end(member.run, member.module)
-    logger = member.run.logger
     if interrupted:
-        logger.finalize("interrupted")
+        close(member.run.loggers, "interrupted")
     # the member's own module on its final weights: the test split evaluated as its job alone evaluates it
     test = None if interrupted else measure_test(member.module, splits, device)
     # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
     return finish_run(cfg, splits, member.record, member.diagnostics.layers if member.diagnostics else None,
-                      logger, member.run.global_step, "interrupted" if interrupted else None, data_time,
+                      member.run.loggers, member.run.global_step, "interrupted" if interrupted else None, data_time,
                       cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}}, test=test)
