@@ -310,7 +310,7 @@ def test_sweep_summary_names_jobs_shows_unreadable_ones_and_counts_right(tmp_pat
 
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [seed=0,1]\n  sweeper: {}\n")
     ok = {"status": "ok", "overrides": ["seed=0"], "metrics": {"conv/steps_to_target": 30, "conv/best_val_acc": 0.96},
-          "target": {"metric": "val/acc", "value": 0.95}}
+          "target": {"metric": "val/acc", "value": 0.95}, "tensorboard": True}
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.json").write_text(json.dumps(ok))
     (tmp_path / "1").mkdir()
@@ -322,5 +322,6 @@ def test_sweep_summary_names_jobs_shows_unreadable_ones_and_counts_right(tmp_pat
     assert ": 2 jobs" in text
     assert "seed=0" in text and "reached at step 30 · best val/acc 0.96" in text
     assert "unreadable metrics.json: not JSON (cut short)" in text
+    assert f"tensorboard --logdir {tmp_path / 'tb'}" in text  # a job logged to TensorBoard
     assert SweepSummary.failed
     SweepSummary.failed = False

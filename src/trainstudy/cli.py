@@ -183,7 +183,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         varied = sweep_keys(sweep_dir)
-        rows = []
+        rows, tensorboard = [], False
         for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
             result, unreadable = read_metrics(path)
             if result is None:
@@ -193,9 +193,10 @@ class SweepSummary(Callback):
             name = run_name(result.get("overrides") or [], varied) or path.parent.name
             rows.append(f"  {name:<48} {summary_row(result)}")
             SweepSummary.failed |= result.get("status") == "failed"
+            tensorboard |= bool(result.get("tensorboard"))
         jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
-        log.info("sweep %s: %s\n%s\ntensorboard --logdir %s", shown(sweep_dir), jobs, "\n".join(rows),
-                 shown(sweep_dir / "tb"))
+        look = f"\ntensorboard --logdir {shown(sweep_dir / 'tb')}" if tensorboard else ""
+        log.info("sweep %s: %s\n%s%s", shown(sweep_dir), jobs, "\n".join(rows), look)
 
 
 def summary_row(result: dict[str, Any]) -> str:
