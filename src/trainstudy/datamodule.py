@@ -56,14 +56,19 @@ class DeviceBatches:
     It has no ``len()`` on purpose: Lightning then ends an epoch where the iterator does, rather than after a
     count of batches that its own restored counters can get wrong (a run interrupted at an epoch's last batch
     resumed with one batch of the next epoch before moving on).
+
+    ``batches_per_epoch`` cuts every epoch to its first batches (``limit_train_batches``); with ``same_batches``
+    every epoch repeats epoch 0's first batches, in the same order (``overfit_batches``).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                  epoch: Callable[[], int], rank: int = 0, world_size: int = 1,
-                 step: Callable[[], int] = lambda: 0, steps_per_batch: int = 1, max_steps: int = -1):
+                 step: Callable[[], int] = lambda: 0, steps_per_batch: int = 1, max_steps: int = -1,
+                 batches_per_epoch: int | None = None, same_batches: bool = False):
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.epoch, self.rank, self.world_size, self.step = epoch, rank, world_size, step
         self.steps_per_batch, self.max_steps = steps_per_batch, max_steps
+        self.batches_per_epoch, self.same_batches = batches_per_epoch, same_batches
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """This rank's sample order for an epoch: a function of (seed, epoch) alone."""
@@ -73,16 +78,18 @@ class DeviceBatches:
 
     def steps_per_epoch(self) -> int:
         n = -(-len(self.x) // self.world_size)
-        return -(-n // self.batch_size)
+        full = -(-n // self.batch_size)
+        return full if self.batches_per_epoch is None else min(full, self.batches_per_epoch)
 
     def __iter__(self) -> Iterator[Steps]:
         epoch = self.epoch()
-        perm = self.permutation(epoch)
+        perm = self.permutation(0 if self.same_batches else epoch)
         step = self.step()
+        per_epoch = self.steps_per_epoch()
         # a run resumed mid-epoch goes on with the batches it had not yet seen
-        done = max(0, step - epoch * self.steps_per_epoch())
+        done = max(0, step - epoch * per_epoch)
         indices: list[torch.Tensor] = []
-        for start in range(done * self.batch_size, len(perm), self.batch_size):
+        for start in range(done * self.batch_size, min(len(perm), per_epoch * self.batch_size), self.batch_size):
             indices.append(perm[start:start + self.batch_size])
             step += 1
             if step % self.steps_per_batch == 0 or step == self.max_steps:
@@ -106,10 +113,12 @@ class StudyDataModule(L.LightningDataModule):
     """Holds the loaded splits and serves training batches from the training device; for ``trainer.validate``
     and ``trainer.test``, the whole val or test split as one batch (StudyModule sums it in its own chunks)."""
 
-    def __init__(self, splits: DataSplits, batch_size: int, seed: int, steps_per_batch: int = 1):
+    def __init__(self, splits: DataSplits, batch_size: int, seed: int, steps_per_batch: int = 1,
+                 batches_per_epoch: int | None = None, same_batches: bool = False):
         super().__init__()
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
         self.steps_per_batch = steps_per_batch
+        self.batches_per_epoch, self.same_batches = batches_per_epoch, same_batches  # see DeviceBatches
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
@@ -130,7 +139,8 @@ class StudyDataModule(L.LightningDataModule):
                              # DDP synchronizes gradients in the backward of a forward through its wrapper:
                              # one step per batch there
                              steps_per_batch=self.steps_per_batch if trainer.world_size == 1 else 1,
-                             max_steps=trainer.max_steps)
+                             max_steps=trainer.max_steps, batches_per_epoch=self.batches_per_epoch,
+                             same_batches=self.same_batches)
 
     def val_dataloader(self) -> WholeSplit:
         return WholeSplit(self.splits.x_val, self.splits.y_val)

@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,7 +26,8 @@ from trainstudy import __version__, interrupts
 from trainstudy.callbacks import build_callbacks, checkpointing, validate_callbacks
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
-from trainstudy.datamodule import StudyDataModule, steps_per_batch
+from trainstudy.datamodule import DeviceBatches, StudyDataModule, steps_per_batch
+from trainstudy.debugging import DebugPlan, debug_plan
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError, check_arguments
 from trainstudy.evaluation import evaluate_split
@@ -41,6 +43,7 @@ from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
 from trainstudy.paths import shown
+from trainstudy.progress import StepProgressBar
 from trainstudy.results import write_json
 from trainstudy.resume import (
     CHECKPOINT,
@@ -48,7 +51,7 @@ from trainstudy.resume import (
     fingerprint,
     read_checkpoint_info,
 )
-from trainstudy.schedulers import build_scheduler, scheduler_name, validate_scheduler
+from trainstudy.schedulers import build_scheduler, planned_steps, scheduler_name, validate_scheduler
 
 log = logging.getLogger("trainstudy")
 
@@ -85,6 +88,7 @@ def validate(cfg: DictConfig) -> None:
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
     for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
         check_arguments(OmegaConf.select(cfg, key), key)
+    debug_plan(cfg.trainer)
     validate_scheduler(cfg)
     validate_callbacks(cfg, classification=task_of(cfg.data) != "regression")
     validate_loggers(cfg)
@@ -196,8 +200,10 @@ def versions() -> dict[str, str | None]:
             "trainstudy": __version__, "git_commit": commit}
 
 
-def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, float | None]]:
-    """Model, init, loss and optimizer for loaded data; returns the module and each layer's aimed-for std."""
+def build(cfg: DictConfig, splits: DataSplits,
+          plan: DebugPlan = DebugPlan()) -> tuple[StudyModule, dict[str, float | None]]:
+    """Model, init, loss and optimizer for loaded data; returns the module and each layer's aimed-for std.
+    ``plan``: the run's debugging flags (a schedule spans the steps they leave)."""
     task = task_of(cfg.data)
     loss = build_loss(cfg.loss, task, splits.num_classes)
     target_dim = splits.y_train.shape[1] if task == "regression" else 1
@@ -214,15 +220,51 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
-    steps_per_epoch = -(-len(splits.x_train) // cfg.data.batch_size)
+    steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
     # the run's config and its data's shapes travel in checkpoints: StudyModule.load_from_checkpoint rebuilds from them
     shapes = {"task": task, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
               "out_features": n_out}
     module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False),
                          eval_chunk=max(256, 4 * cfg.data.batch_size),
-                         scheduler=build_scheduler(cfg, steps_per_epoch),
+                         scheduler=build_scheduler(run_config(cfg, plan), steps_per_epoch),
                          cfg=OmegaConf.to_container(cfg, resolve=True), shapes=shapes)
     return module, targets
+
+
+def run_config(cfg: DictConfig, plan: DebugPlan) -> DictConfig:
+    """The config the run trains by: its Trainer's without the debugging flags, which the run does itself."""
+    if not plan.active:
+        return cfg
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.trainer = plan.trainer_node(cfg.trainer)
+    return run_cfg
+
+
+def overfit_samples(splits: DataSplits, batch_size: int, seed: int, steps: int,
+                    world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples of epoch 0's first ``steps`` batches on every device: what overfit_batches trains on."""
+    idx = torch.cat([DeviceBatches(splits.x_train, splits.y_train, batch_size, seed, epoch=lambda: 0, rank=rank,
+                                   world_size=world_size).permutation(0)[:steps * batch_size]
+                     for rank in range(world_size)])
+    return splits.x_train[idx], splits.y_train[idx]
+
+
+def describe(plan: DebugPlan, steps_per_epoch: int, val_samples: int, val_split: int) -> str:
+    """The start-of-run line that says what the debugging flags do to this run."""
+    parts = []
+    if plan.fast_dev_run:
+        parts.append(f"fast_dev_run: {plan.fast_dev_run} step(s), no logger, no checkpoints")
+    if plan.overfit_batches:
+        parts.append(f"overfit_batches: the same {steps_per_epoch} batch(es) every epoch, validated on their "
+                     f"{val_samples} samples")
+    elif plan.limit_train_batches is not None:
+        parts.append(f"limit_train_batches: {steps_per_epoch} steps per epoch")
+    if plan.limit_val_batches is not None:
+        parts.append(f"limit_val_batches: {val_samples} of {val_split} validation samples")
+    if plan.profiler:
+        parts.append(f"profiler={plan.profiler}")
+    return " · ".join(parts)
 
 
 def free_memory_bytes() -> int | None:
@@ -335,6 +377,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
 def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str, Any], StudyModule]:
     """``train``, also returning the trained module (tests look at its weights)."""
     validate(cfg)
+    plan = debug_plan(cfg.trainer)
+    run_cfg = run_config(cfg, plan)
     out_dir = Path(cfg.paths.output_dir)
     tb_dir = Path(cfg.paths.tb_dir) if cfg.paths.get("tb_dir") else out_dir / "tb"
     resumed = None
@@ -354,11 +398,13 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     splits = load_data(cfg.data, cfg.data_dir)
     data_time = time.perf_counter() - t0
     task = task_of(cfg.data)
-    module, weight_std_target = build(cfg, splits)
+    module, weight_std_target = build(cfg, splits, plan)
+    steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
 
     target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
-    val_every = val_interval(cfg, len(splits.x_val))
-    tracker = ConvergenceTracker(splits.x_val, splits.y_val, classification=task != "regression",
+    n_val = plan.val_samples(len(splits.x_val), cfg.data.batch_size)
+    val_every = val_interval(cfg, n_val)
+    tracker = ConvergenceTracker(splits.x_val[:n_val], splits.y_val[:n_val], classification=task != "regression",
                                  target_metric=target_metric(cfg), target_value=target_value,
                                  val_every_n_steps=val_every, flush_every=cfg.log_every_n_steps,
                                  stop_on_reach=cfg.target.stop_on_reach)
@@ -369,16 +415,24 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
                                       grad_norm_every=cfg.log_every_n_steps)
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
-    if cfg.checkpoint.every_n_steps:
+    if cfg.checkpoint.every_n_steps and not plan.fast_dev_run:  # a dry run leaves no checkpoint, as Lightning's
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
                                        info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
-    # a resumed TensorBoard drops the events a hard kill wrote past the checkpoint: the curve goes on from there
-    loggers = build_loggers(cfg, tb_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
+    # a resumed TensorBoard drops the events a hard kill wrote past the checkpoint: the curve goes on from there;
+    # fast_dev_run, as Lightning's: no logger, and none of the callbacks that write files or need a logger
+    loggers = [] if plan.fast_dev_run else build_loggers(cfg, tb_dir,
+                                                         purge_step=resumed["global_step"] + 1 if resumed else None)
     progress_bar = sys.stderr.isatty() and cfg.get("progress_bar", True)
-    lightning_callbacks = build_callbacks(cfg, target_metric(cfg), progress_bar)
+    lightning_callbacks = [cb for cb in build_callbacks(cfg, target_metric(cfg), progress_bar)
+                           if not (plan.fast_dev_run and isinstance(cb, (ModelCheckpoint, LearningRateMonitor)))]
     callbacks += lightning_callbacks
+    if progress_bar and not any(isinstance(cb, ProgressBar) for cb in lightning_callbacks):
+        total = planned_steps(run_cfg.trainer, steps_per_epoch)
+        callbacks.append(StepProgressBar(None if total == float("inf") else int(total), tracker.record))
+    profiler = plan.build_profiler(out_dir)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers, callbacks=callbacks, enable_progress_bar=progress_bar,
+        run_cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_progress_bar=progress_bar,
+        profiler=profiler,
         enable_model_summary=False, enable_checkpointing=checkpointing(lightning_callbacks),
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
         # validation comes every val_every_n_steps, not at an epoch's end: EarlyStopping and ModelCheckpoint
@@ -395,6 +449,12 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
              " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
              "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
+    if plan.overfit_batches:  # overfitting is judged on the very samples it trains on
+        tracker.x_val, tracker.y_val = overfit_samples(splits, cfg.data.batch_size, cfg.seed, steps_per_epoch,
+                                                       trainer.world_size)
+    if plan.active:
+        say("debug: %s", describe(plan, steps_per_epoch, n_val if not plan.overfit_batches else len(tracker.x_val),
+                                  len(splits.x_val)))
     if resumed:
         say("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
@@ -406,7 +466,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     with interrupts.during(interrupts.note):  # from here a signal (a second one too) waits for metrics.json
         try:
             with interrupts.during(interrupts.stop_training):
-                trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
+                limited = plan.overfit_batches or plan.limit_train_batches is not None
+                data = StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group,
+                                       batches_per_epoch=steps_per_epoch if limited else None,
+                                       same_batches=bool(plan.overfit_batches))
+                trainer.fit(module, datamodule=data,
                             ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
         except SIGTERMException:
             interrupted = "SIGTERM"
@@ -418,7 +482,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         test = None if interrupted else measure_test(module, splits, device)
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, loggers,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                            device, rank=trainer.global_rank, world_size=trainer.world_size, test=test)
+                            device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
+                            extra=None if loggers else {"tensorboard": False})
+    if profiler is not None:
+        for report in sorted(out_dir.glob("fit-profile*.txt")):
+            say("profile of Lightning's hooks (training_step: one group of up to %d steps): %s", group, shown(report))
     stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took
     if stopped_by:
         raise RunInterrupted(stopped_by, trainer.global_step, out_dir, finished=not interrupted)
