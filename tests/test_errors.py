@@ -12,8 +12,10 @@ from hydra.core.global_hydra import GlobalHydra
 from test_train import cli
 
 from trainstudy import datasets
+from trainstudy import train as train_mod
 from trainstudy.errors import UserError, explain
-from trainstudy.train import train
+from trainstudy.schema import SEED_MAX
+from trainstudy.train import train, validate
 
 
 def compose_error(overrides: list[str]) -> Exception:
@@ -119,3 +121,67 @@ def test_bad_input_is_one_line_before_training(case: str, overrides: list[str], 
         train(cfg)
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
     assert not (tmp_path / "run" / "metrics.json").exists()  # nothing that looks like a finished run
+
+
+# Issue 14, item 6: values nobody validated. Each is refused by validate() (schema.RULES, the torch classes'
+# parameters, the init strategies) in one line, before any data is loaded.
+UNCHECKED_VALUES = [
+    (["seed=-1"], "seed must be a whole number in [0, 4294967295]"),
+    (["seed=abc"], "seed must be a whole number"),
+    (["seed=2**70"], "got '2**70'"),
+    ([f"seed={2**70}"], f"got {2**70}"),
+    (["seed=1.5"], "seed must be a whole number"),
+    (["optim.momentum=-1"], "optim.momentum must be a number in [0, 1], got -1 (e.g. optim.momentum=0.9)"),
+    (["optim.weight_decay=-1"], "optim.weight_decay must be a number >= 0"),
+    (["+optim.betas=[0.9]"], "optim=sgd has no parameter optim.betas; SGD takes: lr, momentum"),
+    (["optim=adam", "+optim.betas=[0.9]"], "optim.betas must be a list of 2 numbers in [0, 1), got [0.9]"),
+    (["log_every_n_steps=0"], "log_every_n_steps must be a whole number >= 1"),
+    (["checkpoint.every_n_steps=abc"], "checkpoint.every_n_steps must be a whole number >= 0"),
+    (["checkpoint.every_n_steps=-1"], "checkpoint.every_n_steps must be a whole number >= 0"),
+    (["init=trunc_normal", "init.mean=100"], "init=trunc_normal needs init.mean within 2 init.std of [init.a, init.b]"),
+    (["init=uniform", "init.a=-inf", "init.b=inf"], "init.a must be a finite number, got -inf"),
+    (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan"),
+    (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf"),
+    (["init=constant", "init.value=nan"], "init.value must be a finite number, got nan"),
+    (["data=regression", "loss=huber", "loss.criterion.delta=-1"], "loss.criterion.delta must be a number > 0"),
+    (["+loss.criterion.label_smoothing=2"], "loss.criterion.label_smoothing must be a number in [0, 1]"),
+    (["+loss.criterion.reduction=none"], "loss.criterion.reduction must be mean"),
+    (["+loss.criterion.weights=1"], "loss=ce has no parameter loss.criterion.weights"),
+    (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be a whole number >= 1"),
+    (["target.stop_on_reach=maybe"], "target.stop_on_reach must be true or false, got 'maybe'"),
+    (["diagnostics=sometimes"], "diagnostics must be true or false"),
+    (["trainer.max_steps=null"], "trainer.max_steps must be a whole number >= 1 (or -1 for no limit), got null"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), UNCHECKED_VALUES, ids=[" ".join(c[0]) for c in UNCHECKED_VALUES])
+def test_unchecked_values_are_refused_in_one_line(overrides: list[str], needle: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_loading(*_a: object, **_k: object) -> None:
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(train_mod, "load_data", no_loading)
+    with pytest.raises(UserError) as err:
+        train(make_cfg(["data=digits", f"data_dir={tmp_path / 'data'}", *overrides], tmp_path))
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_good_values_pass_the_schema() -> None:
+    validate(make_cfg(["seed=null", "optim=adam", "+optim.betas=[0.9,0.99]", "trainer.max_epochs=null",
+                       "+loss.criterion.label_smoothing=0.1", "checkpoint.every_n_steps=0", "threads=all"]))
+    validate(make_cfg([f"seed={SEED_MAX}", "data=regression", "loss=huber", "loss.criterion.delta=0.5"]))
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["trainer.accelerator=tpu"], "Lightning refuses trainer.accelerator=tpu ("),
+    (["trainer.devices=0"], "Lightning refuses trainer.devices=0 (MisconfigurationException"),
+    (["trainer.precision=17"], "Lightning refuses trainer.precision=17 ("),
+])
+def test_trainer_refusals_name_the_key(overrides: list[str], needle: str, tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(UserError) as err:
+        train(make_cfg(["data=digits", f"data_dir={data_dir}", *overrides], tmp_path))
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+

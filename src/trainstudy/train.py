@@ -39,6 +39,7 @@ from trainstudy.resume import (
     fingerprint,
     read_checkpoint_info,
 )
+from trainstudy.schema import build_trainer, check_values
 
 log = logging.getLogger("trainstudy")
 
@@ -64,42 +65,25 @@ def task_of(data_cfg: DictConfig) -> str:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every check that needs no data: run before anything is loaded."""
+    """Every check that needs no data: run before anything is loaded (each key's own values: schema.RULES)."""
+    check_values(cfg)
     validate_data_cfg(cfg.data)
     validate_model(cfg.model)
     validate_init(cfg.init)
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
-    lr = cfg.optim.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-        raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
-    threads = cfg.get("threads", 1)
-    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
-    n = cfg.val_every_n_steps
-    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise UserError(f"val_every_n_steps must be auto or a whole number >= 1, got {n!r} "
-                        "(e.g. val_every_n_steps=10)")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator={accelerator} but this machine has no GPU that torch can use; "
                         "use trainer=default (the GPU when there is one) or trainer=cpu")
     check_writable(Path(cfg.data_dir), "data_dir")
-    for key in ("max_epochs", "max_steps"):
-        value = cfg.trainer.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value == 0 or value < -1):
-            raise UserError(f"trainer.{key} must be a whole number >= 1 (or -1 for no limit), got {value!r}")
     metric = cfg.target.get("metric")
     regression = task_of(cfg.data) == "regression"
     if metric not in (None, "val/acc", "val/loss", "val/mse") or metric == ("val/acc" if regression else "val/mse"):
         raise UserError(f"target.metric must be val/acc (classification), val/mse (regression) or val/loss, "
                         f"got {metric!r}")
     target = cfg.target.get("value")
-    if target is not None:
-        if isinstance(target, bool) or not isinstance(target, (int, float)):
-            raise UserError(f"target.value must be a number, got {target!r}")
-        if target_metric(cfg) == "val/acc" and not 0 < target <= 1:
-            raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
+    if target is not None and target_metric(cfg) == "val/acc" and not 0 < target <= 1:
+        raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
 
 
 def set_threads(threads: int | str) -> None:
@@ -155,9 +139,6 @@ def val_interval(cfg: DictConfig, val_samples: int) -> int:
     """The validation interval in steps: val_every_n_steps, or for ``auto`` the finest of AUTO_VAL_STEPS whose
     validation costs at most about a quarter of the training time (10 for the bundled MNIST digits and
     sklearn's sets, 100 for Fashion-MNIST and CIFAR-10 at batch 128)."""
-    threads = cfg.get("threads", 1)
-    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
     n = cfg.val_every_n_steps
     if n != "auto":
         return int(n)
@@ -346,12 +327,12 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
         logger_args["purge_step"] = resumed["global_step"] + 1
     logger = instantiate(cfg.logger, **logger_args)
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = build_trainer(lambda: instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks,
         enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
         enable_model_summary=False, enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
-        default_root_dir=str(out_dir))
+        default_root_dir=str(out_dir)), cfg.trainer)
     n_params = sum(p.numel() for p in module.parameters())
     log.info("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
              len(splits.x_val), task)
