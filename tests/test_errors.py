@@ -185,3 +185,10 @@ def test_trainer_refusals_name_the_key(overrides: list[str], needle: str, tmp_pa
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("init", [["init=normal", "init.std=1e30"], ["init=constant", "init.value=1e30"]])
+def test_huge_init_values_diverge_cleanly(init: list[str], tmp_path: Path, data_dir: Path) -> None:
+    result = train(make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=4", "val_every_n_steps=2",
+                             "progress_bar=false", *init], tmp_path))
+    assert result["status"] == "diverged" and result["metrics"]["conv/diverged_step"] == 1
+
+

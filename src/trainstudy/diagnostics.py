@@ -23,6 +23,7 @@ from trainstudy.losses import StudyLoss
 from trainstudy.models import ACTIVATIONS
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
+HISTOGRAM_LIMIT = 1e20  # the largest |value| torch's SummaryWriter buckets by default (its default_bins)
 
 
 def _activation_after(model: nn.Module, layer: nn.Module) -> nn.Module | None:
@@ -147,6 +148,8 @@ class InitDiagnostics(Callback):
         if tb is None:
             return
         for name, layer in init_layers(module.model):
-            if not torch.isfinite(layer.weight).all():
+            # TensorBoard's buckets end at HISTOGRAM_LIMIT: weights beyond it (init.std=1e30) fall in none of
+            # them and its writer raises; such a run diverges, and its histogram would say nothing
+            if not bool(layer.weight.detach().abs().max() <= HISTOGRAM_LIMIT):
                 continue
             tb.add_histogram(f"weights/{name}", layer.weight.detach().float().cpu(), global_step=step)
