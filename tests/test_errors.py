@@ -14,7 +14,7 @@ from test_train import cli
 from trainstudy import datasets
 from trainstudy import train as train_mod
 from trainstudy.errors import UserError, explain
-from trainstudy.schema import SEED_MAX
+from trainstudy.schema import SEED_MAX, check_argv
 from trainstudy.train import train, validate
 
 
@@ -192,3 +192,21 @@ def test_huge_init_values_diverge_cleanly(init: list[str], tmp_path: Path, data_
     assert result["status"] == "diverged" and result["metrics"]["conv/diverged_step"] == 1
 
 
+def test_empty_run_folder_is_refused_before_hydra() -> None:
+    with pytest.raises(UserError, match="hydra.run.dir is empty, which would write into the current folder"):
+        check_argv(["init=xavier", "hydra.run.dir="])
+    with pytest.raises(UserError, match="hydra.sweep.dir is empty"):
+        check_argv(["-m", "hydra.sweep.dir=''"])
+    assert check_argv(["hydra.run.dir=outputs/x"]) == ["hydra.run.dir=outputs/x"]
+
+
+@pytest.mark.slow
+def test_cli_refused_runs_leave_no_run_folder(tmp_path: Path, data_dir: Path) -> None:
+    for args in (["seed=abc"], ["trainer.devices=0", "data=digits"], ["hydra.run.dir="]):
+        run = tmp_path / "run"
+        given = args if args == ["hydra.run.dir="] else [*args, f"hydra.run.dir={run}"]
+        proc = cli(given, tmp_path, data_dir)
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[-1].startswith("error: ") and sum(line.startswith("error:") for line in lines) == 1, proc.stderr
+        assert not run.exists() and not (tmp_path / ".hydra").exists(), args

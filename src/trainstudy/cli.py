@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from trainstudy.errors import (
 )
 from trainstudy.paths import shown
 from trainstudy.resume import resume_argv
+from trainstudy.schema import check_argv
 from trainstudy.sweeps import run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json
 
@@ -87,6 +89,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     except UserError as e:
         if not cfg.paths.multirun:
             log.error("error: %s", e)
+            if not cfg.get("resume"):
+                discard_unstarted(Path(cfg.paths.output_dir))
             sys.exit(EXIT_USER_ERROR)
         return _record_failure(cfg, str(e))
     except RunInterrupted as e:  # the process is being stopped: a sweep stops with it
@@ -99,6 +103,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return _record_failure(cfg, reason(e))
     log.info(end_line(result))
     return result
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove the folder Hydra made for a run refused before it began (its .hydra/ and log, nothing else):
+    the report would count it as a run that died."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() and run_dir.resolve() != Path.cwd().resolve() else []
+    if entries and all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def reason(e: BaseException) -> str:
@@ -158,7 +170,7 @@ def summary_row(result: dict[str, Any]) -> str:
 def command_line(argv: list[str]) -> list[str]:
     """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
     install_hydra_one_line_errors()
-    return report_user_errors(lambda: resume_argv(argv))()
+    return report_user_errors(lambda: resume_argv(check_argv(argv)))()
 
 
 def exit_status() -> int:

@@ -199,6 +199,16 @@ def check_parameters(node: DictConfig, node_key: str, option: str) -> None:
                         f"{cls.__name__} takes: {', '.join(allowed)}")
 
 
+def check_argv(argv: list[str]) -> list[str]:
+    """Refuse, before Hydra makes any folder, a run or sweep folder given as nothing."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and not value.strip(" '\""):
+            raise UserError(f"{key.lstrip('+~')} is empty, which would write into the current folder; "
+                            f"give a folder ({key.lstrip('+~')}=outputs/mine) or leave it out")
+    return argv
+
+
 def build_trainer(make: Callable[[], Any], trainer_cfg: Mapping[str, Any]) -> Any:
     """``make()`` the Trainer; its refusal of an argument becomes one line naming the key."""
     try:
