@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -10,9 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
-from conftest import ROOT
+from conftest import ROOT, make_cfg
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import open_dict
 from test_train import cli, scalars
+
+from trainstudy.train import RunInterrupted, train
 
 RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
        "log_every_n_steps=20", "checkpoint.every_n_steps=100"]
@@ -84,3 +90,44 @@ def test_resume_refuses_what_it_cannot_continue(case: str, tmp_path: Path, data_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+# In-process resumes: the run's own overrides with resume=<its folder>, as resume_argv makes them.
+SHORT = ["data=digits", "val_every_n_steps=10", "log_every_n_steps=10", "checkpoint.every_n_steps=10",
+         "progress_bar=false"]
+
+
+def run_in(folder: Path, args: list[str], data_dir: Path, tb_dir: Path | None = None,
+           callbacks: list[L.Callback] = ()) -> dict:
+    """train() with its run folder at ``folder`` (and TensorBoard at ``tb_dir``, as a sweep job's)."""
+    cfg = make_cfg([*SHORT, f"data_dir={data_dir}", *args])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder)
+        cfg.paths.tb_dir = str(tb_dir or folder / "tb")
+    return train(cfg, callbacks)
+
+
+class StopAt(L.Callback):
+    """Stops a run as SIGTERM does, once it has made ``step`` steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        if trainer.global_step >= self.step:
+            raise SIGTERMException
+
+
+def test_seed_null_resumes_with_the_seed_it_drew(tmp_path: Path, data_dir: Path) -> None:
+    run, args = tmp_path / "run", ["seed=null", "trainer.max_steps=40"]
+    with pytest.raises(RunInterrupted):
+        run_in(run, args, data_dir, callbacks=[StopAt(20)])
+    stopped = json.loads((run / "metrics.json").read_text())
+    seed = stopped["hparams"]["seed"]
+    assert isinstance(seed, int) and len(stopped["train_loss"]) == 20
+    resumed = run_in(run, [*args, f"resume={run}"], data_dir)
+    whole = run_in(tmp_path / "whole", [f"seed={seed}", "trainer.max_steps=40"], data_dir)
+    assert resumed["hparams"]["seed"] == seed
+    assert resumed["train_loss"] == whole["train_loss"] and resumed["curve"] == whole["curve"]
+
+

@@ -290,12 +290,15 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     resumed = None
     if cfg.get("resume"):
         resumed = read_checkpoint_info(Path(cfg.resume))
+        if cfg.seed is None and resumed.get("seed") is not None:  # seed=null drew this one when the run began
+            with open_dict(cfg):
+                cfg.seed = resumed["seed"]
         if resumed.get("fingerprint") != fingerprint(cfg):
             raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
                             "config or trainstudy's defaults changed since); start a new run instead")
         tb_dir = Path(resumed["tb_dir"])
     set_threads(cfg.threads)
-    if cfg.seed is None:  # seed=null: draw one, and record it like any other
+    if cfg.seed is None:  # seed=null: draw one, and record it like any other (the checkpoint keeps it)
         with open_dict(cfg):
             cfg.seed = int.from_bytes(os.urandom(4), "little") >> 1
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -321,7 +324,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps:
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
-                                       info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
+                                       info={"fingerprint": fingerprint(cfg), "seed": cfg.seed,
+                                             "tb_dir": str(tb_dir)}))
     logger_args: dict[str, Any] = {"save_dir": str(tb_dir)}
     if resumed and cfg.logger._target_.endswith("TensorBoardLogger"):
         # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
