@@ -18,6 +18,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 from test_train import cli, scalars
 
+from trainstudy.errors import UserError
+from trainstudy.resume import recorded_overrides, resume_argv
 from trainstudy.train import RunInterrupted, train
 
 RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
@@ -129,5 +131,21 @@ def test_seed_null_resumes_with_the_seed_it_drew(tmp_path: Path, data_dir: Path)
     whole = run_in(tmp_path / "whole", [f"seed={seed}", "trainer.max_steps=40"], data_dir)
     assert resumed["hparams"]["seed"] == seed
     assert resumed["train_loss"] == whole["train_loss"] and resumed["curve"] == whole["curve"]
+
+
+def test_resume_refuses_max_steps_below_the_steps_done(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    run_in(run, ["trainer.max_steps=20"], data_dir)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- data=digits\n- trainer.max_steps=20\n")
+    with pytest.raises(UserError, match=r"has done 20 steps already, more than trainer.max_steps=10; "
+                                         r"give trainer.max_steps=20 or more"):
+        resume_argv([f"resume={run}", "trainer.max_steps=10"])
+    assert resume_argv([f"resume={run}", "trainer.max_steps=20"])[-3] == "trainer.max_steps=20"
+
+
+def test_resume_is_not_a_recorded_override() -> None:
+    assert recorded_overrides(["init=kaiming_normal", "resume=/x/0", "trainer.max_steps=9"]) == [
+        "init=kaiming_normal", "trainer.max_steps=9"]
 
 

@@ -23,7 +23,7 @@ from trainstudy.errors import (
     report_user_errors,
 )
 from trainstudy.paths import shown
-from trainstudy.resume import resume_argv
+from trainstudy.resume import recorded_overrides, resume_argv
 from trainstudy.schema import check_argv
 from trainstudy.sweeps import run_name, sweep_keys
 from trainstudy.train import RunInterrupted, train, write_json
@@ -46,7 +46,7 @@ def job_paths(cfg: DictConfig) -> None:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)
         cfg.paths.multirun = hc.mode == RunMode.MULTIRUN
-        cfg.paths.overrides = list(hc.overrides.task)
+        cfg.paths.overrides = recorded_overrides(list(hc.overrides.task))
 
 
 def seconds(value: float) -> str:
@@ -124,7 +124,8 @@ def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
     log.error("job failed: %s", reason)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"status": "failed", "error": reason, "overrides": list(HydraConfig.get().overrides.task)}
+    overrides = recorded_overrides(list(HydraConfig.get().overrides.task))
+    result = {"status": "failed", "error": reason, "overrides": overrides}
     write_json(out / "metrics.json", result)
     return result
 

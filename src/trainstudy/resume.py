@@ -70,6 +70,17 @@ class Checkpointing(Callback):
         self.save(trainer)
 
 
+def check_length(run_dir: Path, extra: list[str]) -> None:
+    """Refuse a trainer.max_steps below the steps the run has done: it would record a length it never had."""
+    given = [a.split("=", 1)[1] for a in extra if a.split("=", 1)[0].lstrip("+~") == "trainer.max_steps"]
+    if not given or not given[-1].lstrip("-").isdigit() or int(given[-1]) == -1:
+        return  # no new length, no limit, or not a number (validate says so)
+    done = read_checkpoint_info(run_dir)["global_step"]
+    if int(given[-1]) < done:
+        raise UserError(f"resume={run_dir} has done {done} steps already, more than trainer.max_steps={given[-1]}; "
+                        f"give trainer.max_steps={done} or more (or leave it out)")
+
+
 def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
     """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), without the weights."""
     ckpt = run_dir / CHECKPOINT
@@ -104,7 +115,14 @@ def resume_argv(argv: list[str]) -> list[str]:
     if refused:
         raise UserError(f"resume continues a run as it was configured; only {' / '.join(LENGTH_KEYS)} may change "
                         f"(got {' '.join(refused)})")
+    check_length(run_dir, extra)
     extra_keys = {a.split("=", 1)[0].lstrip("+~") for a in extra}
     original = [o for o in yaml.safe_load(overrides_file.read_text()) or []
                 if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
     return [*flags, *original, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def recorded_overrides(overrides: list[str]) -> list[str]:
+    """A job's overrides as its records keep them: ``resume=`` says how a run was continued, not what it is
+    (the report groups jobs, and the launcher matches finished ones, by these)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
