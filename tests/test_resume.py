@@ -19,6 +19,7 @@ from omegaconf import open_dict
 from test_train import cli, scalars
 
 from trainstudy.errors import UserError
+from trainstudy.report import build_report
 from trainstudy.resume import recorded_overrides, resume_argv
 from trainstudy.train import RunInterrupted, train
 
@@ -133,6 +134,38 @@ def test_seed_null_resumes_with_the_seed_it_drew(tmp_path: Path, data_dir: Path)
     assert resumed["train_loss"] == whole["train_loss"] and resumed["curve"] == whole["curve"]
 
 
+def test_resume_of_a_moved_sweep_writes_tensorboard_where_the_sweep_now_is(tmp_path: Path, data_dir: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    run_in(old / "0", ["trainer.max_steps=20"], data_dir, tb_dir=old / "tb" / "init=default")
+    old.rename(new)
+    run_in(new / "0", ["trainer.max_steps=30", f"resume={new / '0'}"], data_dir, tb_dir=new / "tb" / "elsewhere")
+    assert not old.exists()
+    steps = [s for s, _ in scalars(new / "tb" / "init=default")["train/loss"]]
+    assert steps == list(range(1, 31))
+
+
+def test_csv_logger_resume_keeps_the_earlier_rows(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    run_in(run, ["logger=csv", "trainer.max_steps=20"], data_dir)
+    run_in(run, ["logger=csv", "trainer.max_steps=30", f"resume={run}"], data_dir)
+    with (run / "tb" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == list(range(1, 31))
+
+
+def test_resuming_a_finished_run_logs_its_end_once(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    first = run_in(run, ["trainer.max_steps=20"], data_dir)
+    again = run_in(run, ["trainer.max_steps=20", f"resume={run}"], data_dir)
+    assert again["metrics"] == first["metrics"] and again["train_loss"] == first["train_loss"]
+    tags = scalars(run / "tb")
+    end_tags = [t for t in tags if t.startswith(("conv/", "diag/"))]
+    assert "conv/steps" in end_tags and "diag/weight_rank" in end_tags
+    for tag in end_tags:
+        steps = [s for s, _ in tags[tag]]
+        assert len(steps) == len(set(steps)), tag
+
+
 def test_resume_refuses_max_steps_below_the_steps_done(tmp_path: Path, data_dir: Path) -> None:
     run = tmp_path / "run"
     run_in(run, ["trainer.max_steps=20"], data_dir)
@@ -149,3 +182,16 @@ def test_resume_is_not_a_recorded_override() -> None:
         "init=kaiming_normal", "trainer.max_steps=9"]
 
 
+@pytest.mark.slow
+def test_cli_resume_of_a_moved_sweep_job_keeps_its_overrides_and_tensorboard(tmp_path: Path, data_dir: Path) -> None:
+    sweep, moved = tmp_path / "sweep", tmp_path / "moved"
+    args = ["-m", "data=digits", "init=kaiming_normal,xavier_uniform", "trainer.max_steps=20", "val_every_n_steps=10",
+            f"hydra.sweep.dir={sweep}"]
+    assert cli(args, tmp_path, data_dir).returncode == 0
+    sweep.rename(moved)
+    proc = cli([f"resume={moved / '0'}"], tmp_path, data_dir)  # a finished job: continued, nothing to add
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((moved / "0" / "metrics.json").read_text())
+    assert not any(o.startswith("resume=") for o in result["overrides"])
+    assert not sweep.exists()  # nothing written to where the sweep was
+    assert {g.name for g in build_report(moved).groups} == {"init=kaiming_normal", "init=xavier_uniform"}

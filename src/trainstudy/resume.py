@@ -10,6 +10,7 @@ hard kill left past the checkpoint are purged, so there is one curve whose steps
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -120,6 +121,42 @@ def resume_argv(argv: list[str]) -> list[str]:
     original = [o for o in yaml.safe_load(overrides_file.read_text()) or []
                 if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
     return [*flags, *original, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def keep_csv_rows(logger: Any, up_to_step: int) -> None:
+    """Give a resumed run's CSVLogger back the rows it wrote up to the checkpoint's step.
+
+    Lightning's CSV writer starts its ``metrics.csv`` afresh; rows past the checkpoint (a hard kill's) are
+    dropped, as TensorBoard's ``purge_step`` drops its events, so the file holds one run whose steps go on.
+    """
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        step = int(row.pop("step"))
+        if step <= up_to_step:
+            logger.log_metrics({k: _number(v) for k, v in row.items() if v != ""}, step=step)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def end_logged_at(run_dir: Path) -> int | None:
+    """The step at which a run logged its end (conv/*, diag/*), when its metrics.json says it finished.
+
+    A finished run resumed with nothing left to train ends at that same step: its end is not logged again.
+    """
+    try:
+        result = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result.get("global_step") if result.get("status") in ("ok", "diverged") else None
 
 
 def recorded_overrides(overrides: list[str]) -> list[str]:

@@ -36,7 +36,9 @@ from trainstudy.paths import shown
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
+    end_logged_at,
     fingerprint,
+    keep_csv_rows,
     read_checkpoint_info,
 )
 from trainstudy.schema import build_trainer, check_values
@@ -240,18 +242,22 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
 
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
-               device: torch.device | str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               device: torch.device | str, extra: dict[str, Any] | None = None,
+               log_end: bool = True) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
-    ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary.
+    ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary,
+    as does ``log_end=False`` (a finished run resumed with nothing to train: its logs hold its end already).
     """
     metrics = record.summary()
     params = hparams(cfg, splits)
     if logger is not None and status is None:
-        log_hparams(logger, params, metrics, step=step)
+        if log_end:
+            log_hparams(logger, params, metrics, step=step)
         logger.finalize("success")
     result = {
         "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
+        "global_step": step,
         "run_dir": str(cfg.paths.output_dir),
         "overrides": list(cfg.paths.get("overrides") or []),
         "hparams": params,
@@ -296,7 +302,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         if resumed.get("fingerprint") != fingerprint(cfg):
             raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
                             "config or trainstudy's defaults changed since); start a new run instead")
-        tb_dir = Path(resumed["tb_dir"])
+        # relative to the run folder (older checkpoints hold an absolute path, which joining keeps)
+        tb_dir = Path(cfg.resume) / resumed["tb_dir"]
+    ended_at = end_logged_at(Path(cfg.resume)) if resumed else None
     set_threads(cfg.threads)
     if cfg.seed is None:  # seed=null: draw one, and record it like any other (the checkpoint keeps it)
         with open_dict(cfg):
@@ -320,17 +328,19 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
-                                      grad_norm_every=cfg.log_every_n_steps)
+                                      grad_norm_every=cfg.log_every_n_steps, end_logged_at=ended_at)
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps:
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
                                        info={"fingerprint": fingerprint(cfg), "seed": cfg.seed,
-                                             "tb_dir": str(tb_dir)}))
+                                             "tb_dir": os.path.relpath(tb_dir, out_dir)}))
     logger_args: dict[str, Any] = {"save_dir": str(tb_dir)}
     if resumed and cfg.logger._target_.endswith("TensorBoardLogger"):
         # events a hard kill wrote past the checkpoint are dropped: the resumed curve goes on from there
         logger_args["purge_step"] = resumed["global_step"] + 1
     logger = instantiate(cfg.logger, **logger_args)
+    if resumed and cfg.logger._target_.endswith("CSVLogger"):
+        keep_csv_rows(logger, resumed["global_step"])
     trainer: L.Trainer = build_trainer(lambda: instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks,
         enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
@@ -364,7 +374,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
 
     result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
                         trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                        trainer.strategy.root_device)
+                        trainer.strategy.root_device, log_end=trainer.global_step != ended_at)
     if interrupted:
         raise RunInterrupted(interrupted, trainer.global_step, out_dir)
     return result, module
