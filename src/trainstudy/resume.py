@@ -14,6 +14,7 @@ import csv
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,9 @@ def keep_csv_rows(logger: Any, up_to_step: int) -> None:
         return
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    with warnings.catch_warnings():  # its warning that the earlier rows will be lost: they are given back here
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        logger.experiment  # noqa: B018 - the writer starts its file here
     for row in rows:
         step = int(row.pop("step"))
         if step <= up_to_step:
