@@ -2,6 +2,11 @@
 
 import sys
 
+from trainstudy import interrupts
+
+if __name__ == "__main__":  # before the heavy imports: a Ctrl-C or SIGTERM while torch loads ends in one line
+    interrupts.install()
+
 import hydra
 from omegaconf import DictConfig
 
@@ -16,4 +21,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     sys.argv[1:] = command_line(sys.argv[1:])
     main()
-    sys.exit(exit_status())
+    sys.exit(interrupts.exit_status() or exit_status())  # 128 + the signal that stopped a sweep, else 0 or 1

@@ -58,6 +58,20 @@ def job_cfgs(overrides: list[str], members: int, out: Path) -> list[DictConfig]:
     return cfgs
 
 
+def outcome_drift(alone: list[dict], grouped: list[dict]) -> dict[str, float | int]:
+    """How far float-level differences (a batched matmul sums in another order) move each member's outcomes."""
+    def diff(key: str) -> float:
+        return max(abs((a["metrics"].get(key) or 0) - (g["metrics"].get(key) or 0)) for a, g in zip(alone, grouped))
+
+    steps = [(a["metrics"]["conv/steps_to_target"], g["metrics"]["conv/steps_to_target"])
+             for a, g in zip(alone, grouped)]
+    return {"max_best_acc_diff": diff("conv/best_val_acc"), "max_final_acc_diff": diff("conv/final_val_acc"),
+            "reached_alone": sum(a is not None for a, _ in steps),
+            "reached_differs": sum((a is None) != (g is None) for a, g in steps),
+            "steps_differ": sum(a != g for a, g in steps),
+            "max_steps_diff": max((abs(a - g) for a, g in steps if a is not None and g is not None), default=0)}
+
+
 def timed(fn, *args) -> tuple[float, object]:  # noqa: ANN001
     start = time.perf_counter()
     value = fn(*args)
@@ -108,6 +122,7 @@ def main(argv: list[str]) -> int:
     report["max_loss_auc_rel_diff"] = max(
         abs(a["metrics"]["conv/loss_auc"] - b["metrics"]["conv/loss_auc"]) / abs(a["metrics"]["conv/loss_auc"])
         for a, b in zip(seq, vec))
+    report["outcomes"] = outcome_drift(seq, vec)
     seq_m, vec_m = statistics.median(report["sequential_s"]), statistics.median(report["vectorized_s"])
     report["ratio"] = vec_m / seq_m
     print(f"| {args.members} jobs, {'6' if args.tiny else args.steps} steps each, {report['device']} "
@@ -116,6 +131,12 @@ def main(argv: list[str]) -> int:
           f"| vectorized (one train_group) | {vec_m:.2f} s | {report['ratio']:.2f}x |\n"
           f"load average {report['load_average_before']} before, {report['load_average_after']} after; "
           f"max relative loss_auc difference {report['max_loss_auc_rel_diff']:.1e}")
+    o = report["outcomes"]
+    print(f"outcomes, member vs its job alone: best val/acc differs by up to {o['max_best_acc_diff']:.4f}, "
+          f"final val/acc by up to {o['max_final_acc_diff']:.4f}; target reached by one and not the other in "
+          f"{o['reached_differs']} of {args.members} ({o['reached_alone']} reached alone); steps to target differ in "
+          f"{o['steps_differ']} "
+          f"(by up to {o['max_steps_diff']} steps)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -22,6 +22,7 @@ from trainstudy.report import (
     group_rows,
     headline,
     markdown_table,
+    unreadable_lines,
     write_report,
 )
 
@@ -36,11 +37,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         report = build_report(args.folder, best_of=args.best_of or None)
+        written = write_report(report, args.out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    written = write_report(report, args.out)
     print(headline(report), "", markdown_table(*group_rows(report)), sep="\n")
+    for line in unreadable_lines(report):
+        print(line)
     picked = best_of_rows(report)
     if picked:
         print(f"\nbest {report.best_of}:", markdown_table(*picked), sep="\n")

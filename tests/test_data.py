@@ -135,7 +135,7 @@ def test_damaged_idx_file_names_the_file(tmp_path, damage, says):
 def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     write_mnist_like(tmp_path / "MNIST" / "raw")
     first = load_data(data_cfg("mnist", source="full"), tmp_path)
-    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["x.npy", "y.npy"]
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["json", "x.npy", "y.npy"]
 
     def no_decoding(path: Path, ndim: int) -> np.ndarray:
         raise AssertionError("decoded again despite the cache")
@@ -162,7 +162,49 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, part, damage,
         again = load_data(data_cfg("mnist", source="full"), tmp_path)
     assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_val, first.y_val)
     assert [says in r.getMessage() for r in caplog.records] == [True]
-    assert [len(np.load(p)) for p in sorted((tmp_path / "cache").iterdir())] == [50, 50]  # rebuilt whole
+    assert [len(np.load(p)) for p in sorted((tmp_path / "cache").glob("*.npy"))] == [50, 50]  # rebuilt whole
+
+
+def wrong_but_valid(cache: Path) -> None:
+    """Valid .npy files of other data under the cache's names: float64 noise, every label 3."""
+    np.save(next(cache.glob("*.x.npy")), np.random.default_rng(0).standard_normal((50, 10)))
+    np.save(next(cache.glob("*.y.npy")), np.full(50, 3, np.int64))
+
+
+def same_shape_other_pixels(cache: Path) -> None:
+    path = next(cache.glob("*.x.npy"))
+    np.save(path, 255 - np.load(path))  # same shape, dtype and labels: only the bytes tell
+
+
+def other_class_counts(cache: Path) -> None:
+    path = next(cache.glob("*.y.npy"))
+    np.save(path, np.sort(np.load(path)) // 2)
+
+
+def no_record(cache: Path) -> None:
+    next(cache.glob("*.json")).unlink()  # a cache written before records existed, or by something else
+
+
+@pytest.mark.parametrize("damage, says", [
+    (wrong_but_valid, "holds x of shape [50, 10] where it was built with [50, 1, 28, 28]"),
+    (same_shape_other_pixels, "holds x with other bytes (CRC-32)"),
+    (other_class_counts, "holds y with other class counts"),
+    (no_record, "has no record of its content"),
+], ids=["wrong-content", "same-shape", "class-counts", "no-record"])
+def test_a_cache_that_is_not_what_it_was_built_from_is_rebuilt(tmp_path, caplog, damage, says):
+    write_mnist_like(tmp_path / "MNIST" / "raw")
+    first = load_data(data_cfg("mnist", source="full"), tmp_path)
+    damage(tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="trainstudy.datasets"):
+        again = load_data(data_cfg("mnist", source="full"), tmp_path)
+    assert again.source == first.source and again.input_shape == (1, 28, 28)
+    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_train, first.y_train)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and says in warnings[0] and warnings[0].endswith("; rebuilding it"), warnings
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trainstudy.datasets"):
+        load_data(data_cfg("mnist", source="full"), tmp_path)  # the rebuilt cache is trusted again
+    assert caplog.records == []
 
 
 def test_replaced_source_files_are_not_served_from_a_stale_cache(tmp_path):

@@ -277,3 +277,70 @@ def test_script_on_a_folder_without_runs_says_so_in_one_line(tmp_path: Path, cap
     assert len(lines) == 1 and lines[0].startswith("error: no runs under")
     with pytest.raises(UserError, match="is not a folder"):
         build_report(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------ bad files
+
+
+def cut_in_half(text: str) -> str:
+    return text[: len(text) // 2]  # as a disk that filled up or a copy cut short leaves it
+
+
+def non_numeric_metric(text: str) -> str:
+    result = json.loads(text)
+    result["metrics"]["conv/loss_auc"] = "n/a"
+    return json.dumps(result)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda text: "\x00garbage{{", "not JSON: Expecting value"),
+    (cut_in_half, "not JSON (cut short)"),
+    (non_numeric_metric, "metrics['conv/loss_auc'] is 'n/a', not a number"),
+    (lambda text: "[1, 2]", "the file is a list, not an object"),
+], ids=["garbage", "truncated", "non-numeric", "not-an-object"])
+def test_a_bad_metrics_json_is_shown_and_the_rest_reported(sweep: Path, tmp_path: Path, capsys, damage, says) -> None:
+    bad = sweep / "3" / "metrics.json"  # kaiming_normal, seed 0: a job that reached the target
+    bad.write_text(damage(bad.read_text()))
+    assert load_script().main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert [line for line in printed.splitlines() if "unreadable metrics.json:" in line][0].startswith(
+        f"3: unreadable metrics.json: {says}")
+    assert "(1 with an unreadable metrics.json)" in printed
+
+    report = build_report(sweep)
+    rows = {r[0]: r for r in job_rows(report)[1]}
+    assert rows["3"][3] == "unreadable" and rows["3"][5].startswith(f"unreadable metrics.json: {says}")
+    assert sorted(r[3] for r in rows.values()) == ["diverged", "failed"] + ["ok"] * 6 + ["unreadable"]
+    groups = {g.name: g for g in report.groups}
+    assert len(groups["init=kaiming_normal"].trained) == 2 and groups["init=kaiming_normal"].failed == 1
+    assert report.missing == 0  # a bad file is a finished job, not one still running
+    assert "| 3 " in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_non_utf8_metrics_json_is_unreadable(tmp_path: Path) -> None:
+    from trainstudy.results import read_metrics
+
+    path = tmp_path / "metrics.json"
+    assert read_metrics(path) == (None, None)  # not written yet: the job runs
+    path.write_bytes(b"\xff\xfe{}")
+    result, error = read_metrics(path)
+    assert result is None and error.startswith("unreadable metrics.json: UnicodeDecodeError")
+
+
+@pytest.mark.parametrize("content", ["hydra: [not closed", "- a list\n- not a mapping\n",
+                                     yaml.safe_dump({"hydra": {"overrides": {"task": ["init=[oops"]}}})],
+                         ids=["yaml-syntax", "a-list", "bad-override"])
+def test_a_malformed_multirun_yaml_leaves_the_plan_unknown(sweep: Path, content: str, caplog) -> None:
+    (sweep / "multirun.yaml").write_text(content)
+    report = build_report(sweep)
+    assert report.expected is None and report.finished == 9 and report.missing == 0
+    assert report.varied == ["init"]  # still seen from the jobs' own overrides
+    assert any("cannot read" in r.getMessage() and "multirun.yaml" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unwritable_out_is_a_one_line_error(sweep: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert load_script().main([str(sweep), "--out", str(tmp_path / "a-file" / "report")]) == 2
+    err = capsys.readouterr()
+    lines = [line for line in (err.out + err.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write the report to {tmp_path / 'a-file'}")

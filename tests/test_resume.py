@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from conftest import ROOT, make_cfg
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
@@ -20,7 +21,8 @@ from test_train import cli, scalars
 
 from trainstudy.errors import UserError
 from trainstudy.report import build_report
-from trainstudy.resume import recorded_overrides, resume_argv
+from trainstudy.resume import CHECKPOINT, read_checkpoint_info, resume_argv
+from trainstudy.sweeps import recorded_overrides
 from trainstudy.train import RunInterrupted, train
 
 RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
@@ -93,6 +95,63 @@ def test_resume_refuses_what_it_cannot_continue(case: str, tmp_path: Path, data_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+def flip_a_bit(ckpt: Path, tensor: torch.Tensor) -> None:
+    """Flip one low mantissa bit inside a tensor's bytes in the file (the zip stores them as they are)."""
+    data = bytearray(ckpt.read_bytes())
+    at = data.find(tensor.contiguous().view(torch.uint8).numpy().tobytes()[:64])
+    assert at > 0 and data.find(tensor.contiguous().view(torch.uint8).numpy().tobytes()[:64], at + 1) == -1
+    data[at + 8] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["weights", "optimizer"])
+def test_a_bit_flipped_checkpoint_is_refused(where: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=4", "val_every_n_steps=2",
+                    "checkpoint.every_n_steps=2", "optim.momentum=0.9", "progress_bar=false"], tmp_path)
+    train(cfg)
+    run = tmp_path / "run"
+    assert read_checkpoint_info(run)["global_step"] == 4  # as written: its checksum matches
+    payload = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert len(payload["trainstudy"]["tensor_sha256"]) == 64
+    tensor = (next(t for t in payload["state_dict"].values() if t.numel() >= 64) if where == "weights" else
+              next(s["momentum_buffer"] for s in payload["optimizer_states"][0]["state"].values()
+                   if s["momentum_buffer"].numel() >= 64))
+    flip_a_bit(run / CHECKPOINT, tensor)
+    torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)  # still loads: only the checksum tells
+    with pytest.raises(UserError, match=r"checkpoint .*last.ckpt is damaged \(checksum mismatch\)") as error:
+        read_checkpoint_info(run)
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 1 MB tmpfs: too small for the checkpoint of a 300k-parameter MLP (root only; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_half_checkpoint(full_disk: Path,
+                                                                                 data_dir: Path) -> None:
+    cfg = make_cfg(["data=digits", "model.width=512", "trainer.max_steps=8", "checkpoint.every_n_steps=4",
+                    f"data_dir={data_dir}", "progress_bar=false"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(full_disk / "run")
+        cfg.paths.tb_dir = str(full_disk / "run" / "tb")
+    with pytest.raises(UserError, match=rf"the disk holding {full_disk / 'run' / 'checkpoints'} is full") as e:
+        train(cfg)
+    assert "\n" not in str(e.value)
+    assert list((full_disk / "run" / "checkpoints").iterdir()) == []  # no .ckpt.tmp left to fill it further
 
 
 # In-process resumes: the run's own overrides with resume=<its folder>, as resume_argv makes them.

@@ -20,7 +20,7 @@ import yaml
 from conftest import CONF, ROOT, make_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from test_train import cli, scalars
 
 from trainstudy.inits import STRATEGIES
@@ -244,3 +244,84 @@ def test_submitit_local_runs_the_cluster_code_path(tmp_path: Path, data_dir: Pat
     assert sorted(results) == ["failed", "ok"] and sorted(results.values()) == ["0", "1"]
     assert [p.name for p in (sweep / "tb").iterdir()] == ["optim.lr=0.05"]
     assert "train/loss" in scalars(sweep / "tb" / "optim.lr=0.05")
+
+
+# ------------------------------------------------------------------------------------------ long names
+
+LONG_STD = "0.0" + "1" * 300  # a value whose run name passes the file system's 255 bytes
+
+
+def job_paths_for(overrides: list[str], swept: list[str], sweep: Path, num: int) -> object:
+    """cli.job_paths as a sweep's job ``num`` runs it: Hydra's config in multirun mode, multirun.yaml on disk."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from trainstudy.cli import job_paths
+
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": swept}, "sweeper": {}}}))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, num
+        cfg.hydra.sweep.dir, cfg.hydra.runtime.output_dir = str(sweep), str(sweep / str(num))
+        cfg.hydra.overrides.task = overrides
+    HydraConfig.instance().set_config(cfg)
+    try:
+        job_paths(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    return cfg.paths
+
+
+def test_long_run_names_are_shortened_deterministically(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    swept = [f"init.std={LONG_STD},{LONG_STD}2", "seed=0,1", "init=normal"]
+    first = job_paths_for(["init=normal", f"init.std={LONG_STD}", "seed=0"], swept, sweep, 0)
+    name = Path(first.tb_dir).name
+    assert len(name.encode()) <= 255 and name.startswith("init.std=0.0111")
+    Path(first.tb_dir).mkdir(parents=True)  # the folder TensorBoard's logger will create
+    assert list(first.overrides) == ["init=normal", f"init.std={LONG_STD}", "seed=0"]  # metrics.json records these
+
+    # the next job's name differs only past the cut: its own hash; the same overrides again: the same name + ~job
+    other = job_paths_for(["init=normal", f"init.std={LONG_STD}2", "seed=0"], swept, sweep, 1)
+    again = job_paths_for(["init=normal", f"init.std={LONG_STD}", "seed=0"], swept, sweep, 2)
+    assert Path(other.tb_dir).name != name and len(Path(other.tb_dir).name.encode()) <= 255
+    assert Path(again.tb_dir).name.endswith(name[-9:] + "~2") and len(Path(again.tb_dir).name.encode()) <= 255
+    Path(other.tb_dir).mkdir(), Path(again.tb_dir).mkdir()
+
+    short = job_paths_for(["init=normal", "init.std=0.01", "seed=1"], ["init.std=0.01,0.02", "seed=0,1"], sweep, 3)
+    assert Path(short.tb_dir).name == "init.std=0.01,seed=1"  # names that fit stay as they are
+
+
+def test_a_too_long_run_dir_is_a_one_line_error(tmp_path: Path, data_dir: Path) -> None:
+    proc = cli(["data=digits", f"hydra.run.dir={tmp_path / ('x' * 300)}"], tmp_path, data_dir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "is 300 bytes, over the file system's 255" in proc.stderr
+
+
+def test_sweep_summary_names_jobs_shows_unreadable_ones_and_counts_right(tmp_path: Path, caplog) -> None:
+    """One garbage metrics.json is one row (and a failed sweep), the others are summarised by their run names."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from trainstudy.cli import SweepSummary
+
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [seed=0,1]\n  sweeper: {}\n")
+    ok = {"status": "ok", "overrides": ["seed=0"], "metrics": {"conv/steps_to_target": 30, "conv/best_val_acc": 0.96},
+          "target": {"metric": "val/acc", "value": 0.95}}
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(ok))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "metrics.json").write_text('{"status": "ok", "metr')
+    SweepSummary.failed = False
+    with caplog.at_level(logging.INFO, logger="trainstudy"):
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    text = caplog.text
+    assert ": 2 jobs" in text
+    assert "seed=0" in text and "reached at step 30 · best val/acc 0.96" in text
+    assert "unreadable metrics.json: not JSON (cut short)" in text
+    assert SweepSummary.failed
+    SweepSummary.failed = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -15,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from trainstudy.targets import best_key
+from trainstudy.claims import LOCK, claim_named
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
@@ -23,10 +22,10 @@ from trainstudy.errors import (
     report_user_errors,
 )
 from trainstudy.paths import shown
-from trainstudy.resume import recorded_overrides, resume_argv
+from trainstudy.results import read_metrics, write_json
 from trainstudy.schema import check_argv
-from trainstudy.sweeps import run_name, sweep_keys
-from trainstudy.train import RunInterrupted, train, write_json
+from trainstudy.sweeps import folder_name, recorded_overrides, run_name, sweep_keys
+from trainstudy.targets import best_key
 
 log = logging.getLogger("trainstudy")
 
@@ -39,9 +38,9 @@ def job_paths(cfg: DictConfig) -> None:
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
         name = run_name(list(hc.overrides.task), sweep_keys(sweep_dir)) or f"job{hc.job.num}"
-        tb_dir = sweep_dir / "tb" / name
+        tb_dir = sweep_dir / "tb" / folder_name(name)
         if tb_dir.exists():  # the same overrides twice in one sweep (seed=0,0): still two runs
-            tb_dir = tb_dir.with_name(f"{name}~{hc.job.num}")
+            tb_dir = tb_dir.with_name(folder_name(name, f"~{hc.job.num}"))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)
@@ -77,14 +76,36 @@ def end_line(result: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def _training() -> tuple[type, Any]:
+    """trainstudy.train's RunInterrupted and train, imported here rather than at the top: `--help` and `--cfg`
+    never reach run() and start in a fraction of the time without torch and Lightning. Importing Lightning sets
+    its loggers to INFO with a handler of its own; by now Hydra has configured them (conf/hydra: WARNING), so
+    that configuration is put back (else every run prints "GPU available: ..." twice)."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    from trainstudy.train import RunInterrupted, train
+
+    for lg, level, handlers, propagate in saved:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+    return RunInterrupted, train
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """What ``python train.py`` does for one job. A user's mistake ends in one line, never a traceback.
 
     In a sweep, a job that fails is recorded (metrics.json with status "failed" and the reason) and the
     sweep goes on; the summary at the end says which failed and sets the exit status.
     """
+    RunInterrupted, train = _training()
     job_paths(cfg)
     try:
+        if cfg.paths.multirun and (why := local_ddp_reason(cfg)) is not None:
+            raise UserError(why)  # a job whose sweep varies trainer.devices: refused alone, the others go on
         result = train(cfg)
     except UserError as e:
         if not cfg.paths.multirun:
@@ -101,15 +122,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             raise
         log.exception("job failed")
         return _record_failure(cfg, reason(e))
-    log.info(end_line(result))
+    if not result.get("rank"):  # of a multi-device run, rank 0 speaks
+        log.info(end_line(result))
     return result
 
 
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove the folder Hydra made for a run refused before it began (its .hydra/ and log, nothing else):
+    """Remove the folder made for a run refused before it began (.hydra/, its log and lock, nothing else):
     the report would count it as a run that died."""
     entries = list(run_dir.iterdir()) if run_dir.is_dir() and run_dir.resolve() != Path.cwd().resolve() else []
-    if entries and all(p.name == ".hydra" or p.suffix == ".log" for p in entries):
+    if entries and all(p.name in (".hydra", LOCK) or p.suffix == ".log" for p in entries):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -123,11 +145,39 @@ def reason(e: BaseException) -> str:
 def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
     log.error("job failed: %s", reason)
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     overrides = recorded_overrides(list(HydraConfig.get().overrides.task))
     result = {"status": "failed", "error": reason, "overrides": overrides}
-    write_json(out / "metrics.json", result)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", result)
+    except (OSError, UserError) as e:  # a full disk: the summary shows the job without a record
+        log.error("could not record the failure in %s: %s", out, e)
     return result
+
+
+def local_ddp_reason(cfg: DictConfig) -> str | None:
+    """Why this job can't train on several devices in this sweep (None: it can). Lightning's DDP starts rank 1
+    by running this process's command line again: inside a sweep that is the whole sweep, once more. On SLURM
+    (submitit) every rank is a task of its own and nothing is relaunched."""
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    several = ("ddp" in str(trainer.get("strategy", "")) and str(devices) not in ("1", "[0]")) or (
+        isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    launcher = str(((cfg.get("hydra") or {}).get("launcher") or {}).get("_target_", ""))
+    if not several or "Slurm" in launcher:
+        return None
+    return (f"trainer.devices={devices} (trainer.strategy={trainer.get('strategy', 'auto')}) in a sweep on this "
+            "machine: Lightning's DDP would start the whole sweep again for rank 1; run it as one run (without -m), "
+            "one job per device with trainer.devices=1, or on SLURM with hydra/launcher=slurm")
+
+
+class SweepChecks(Callback):
+    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if (why := local_ddp_reason(config)) is not None:  # Hydra turns a callback's exception into a warning
+            sys.stderr.write(f"error: {why}\n")
+            sys.exit(EXIT_USER_ERROR)
 
 
 class SweepSummary(Callback):
@@ -137,41 +187,55 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        varied = sweep_keys(sweep_dir)
         rows = []
         for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime):
-            try:
-                result = json.loads(path.read_text())
-                rows.append(f"  {job_name(result, path.parent.name):<48} {summary_row(result)}")
-                SweepSummary.failed |= result.get("status") == "failed"
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-                rows.append(f"  {path.parent.name:<48} {'?':<11} unreadable metrics.json: {e}")
+            result, unreadable = read_metrics(path)
+            if result is None:
+                rows.append(f"  {path.parent.name:<48} {'unreadable':<11} {unreadable or 'no metrics.json'}")
                 SweepSummary.failed = True
+                continue
+            name = run_name(result.get("overrides") or [], varied) or path.parent.name
+            rows.append(f"  {name:<48} {summary_row(result)}")
+            SweepSummary.failed |= result.get("status") == "failed"
         jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
         log.info("sweep %s: %s\n%s\ntensorboard --logdir %s", shown(sweep_dir), jobs, "\n".join(rows),
                  shown(sweep_dir / "tb"))
 
 
-def job_name(result: dict[str, Any], folder: str) -> str:
-    """A job as the sweep's TensorBoard names it (its varied overrides), else its folder number."""
-    tb = result.get("tb_dir")
-    return Path(tb).name if tb else folder
-
-
 def summary_row(result: dict[str, Any]) -> str:
-    """A job's status and headline numbers in the end-of-sweep table."""
+    """A job's status and headline numbers in the end-of-sweep table: ``ok  reached at step 120 · best ...``."""
     status = result.get("status", "?")
     if status == "failed":
         return f"{status:<11} {result.get('error', '')}"
-    m = result.get("metrics") or {}
-    steps = m.get("conv/steps_to_target")
-    return " ".join(p for p in (f"{status:<11}", f"steps to target {steps if steps is not None else 'not reached'}",
-                                best_text(result) if "target" in result else "") if p)
+    steps = (result.get("metrics") or {}).get("conv/steps_to_target")
+    parts = ["not reached" if steps is None else f"reached at step {steps}"]
+    if "target" in result:
+        parts.append(best_text(result))
+    return f"{status:<11} " + " · ".join(p for p in parts if p)
 
 
 def command_line(argv: list[str]) -> list[str]:
-    """Before Hydra starts: one-line errors for its own composition, and ``resume=`` expanded to the run's overrides."""
+    """Before Hydra starts: one-line errors for its own composition, ``resume=`` expanded to the run's overrides,
+    and the folder the command line names claimed for this process (see claims.py)."""
     install_hydra_one_line_errors()
-    return report_user_errors(lambda: resume_argv(check_argv(argv)))()
+    report_user_errors(lambda: check_argv(argv))()
+    report_user_errors(lambda: check_launcher(argv))()
+    if any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
+        from trainstudy.resume import resume_argv
+
+        argv = report_user_errors(lambda: resume_argv(argv))()
+    report_user_errors(lambda: claim_named(argv))()
+    return argv
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A SLURM launcher off a cluster: one line before Hydra starts (submitit would raise a traceback)."""
+    launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), None)
+    if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+        raise UserError(f"hydra/launcher={launcher} needs a SLURM cluster and this machine has no srun; run the "
+                        "sweep on the cluster, or here with hydra/launcher=submitit_local (the same code path, as "
+                        "local processes) or hydra/launcher=joblib")
 
 
 def exit_status() -> int:

@@ -112,6 +112,7 @@ class ConvergenceTracker(Callback):
         self.val_every = val_every_n_steps
         self.flush_every = flush_every
         self._pending: list[torch.Tensor] = []
+        self._pending_samples: list[int] = []
         self._samples = 0
         self._clock: float | None = None
 
@@ -150,8 +151,7 @@ class ConvergenceTracker(Callback):
         """After each optimizer step (trainer.global_step counts it): its loss, still on the device, and batch
         size. Validates at every ``val_every_n_steps``, reads the losses back every ``flush_every``."""
         self._pending.append(loss)  # a 0-d tensor per step
-        self._samples += samples
-        self.state.samples.append(self._samples)
+        self._pending_samples.append(samples)
         step = trainer.global_step
         if step % self.val_every == 0:
             self._pause(module)
@@ -192,18 +192,35 @@ class ConvergenceTracker(Callback):
         """
         if self.record.diverged:
             self._pending.clear()
+            self._pending_samples.clear()
             return False
         if not self._pending:
             return True
-        values = torch.stack(self._pending).float().tolist()
+        losses, counts = self._global(trainer, torch.stack(self._pending).float(), self._pending_samples)
         self._pending.clear()
-        for step, value in self.record.add_losses(values):
+        self._pending_samples.clear()
+        for n in counts:
+            self._samples += n
+            self.state.samples.append(self._samples)
+        for step, value in self.record.add_losses(losses):
             if trainer.logger is not None:
                 trainer.logger.log_metrics({"train/loss": value}, step=step)
         if self.record.diverged:
             trainer.should_stop = True
             return False
         return True
+
+    @staticmethod
+    def _global(trainer: L.Trainer, losses: torch.Tensor, counts: list[int]) -> tuple[list[float], list[int]]:
+        """Each step's loss and samples over every device: one device's as they are; under DDP, where each rank
+        took its share of the batch, the sample-weighted mean loss and the summed count (one all-reduce per
+        flush, at the same steps on every rank). Every rank then holds the same record, and, since DDP keeps the
+        weights equal, validates to the same numbers and stops at the same step."""
+        if trainer.world_size == 1:
+            return losses.tolist(), counts
+        n = torch.tensor(counts, dtype=losses.dtype, device=losses.device)
+        total = trainer.strategy.reduce(torch.stack([losses * n, n]), reduce_op="sum")
+        return (total[0] / total[1]).tolist(), [round(c) for c in total[1].tolist()]
 
     def _validate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
         loss, acc = module.evaluate(self.x_val, self.y_val)

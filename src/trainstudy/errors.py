@@ -26,9 +26,43 @@ class UserError(Exception):
     """
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
+def _did_you_mean(word: str, options: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def unknown_key(full_key: str, siblings: list[str]) -> str:
+    """``unknown key 'trainer.max_step' (did you mean trainer.max_steps?)``, from the keys next to it.
+
+    ``+key=`` is proposed only when nothing close exists: proposing it for a typo would add the typo.
+    """
+    parent, _, name = full_key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    hint = _did_you_mean(name, siblings, prefix)
+    if hint or not siblings:
+        return f"unknown key {full_key!r}{hint}; `python train.py --cfg job` lists every key"
+    return (f"unknown key {full_key!r}; {parent or 'the top level'} has: {', '.join(siblings)} "
+            f"(to add a new one on purpose: +{full_key}=...)")
+
+
+def check_arguments(node: Any, key: str) -> None:
+    """Stop with one line when a config passes its ``_target_`` an argument the target does not take.
+
+    Otherwise the mistake shows only when the object is built, after the data has loaded, as a TypeError.
+    """
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = node["_target_"]
+    params = inspect.signature(get_object(target)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # it takes any keyword: nothing to check against
+    for name in node:
+        if not name.startswith("_") and name not in params:
+            hint = _did_you_mean(name, list(params), f"{key}.")
+            raise UserError(f"unknown key '{key}.{name}': {target} takes no argument {name!r}"
+                            + (hint or f"; it takes: {', '.join(params)}"))
 
 
 def explain(exc: BaseException) -> str | None:
@@ -38,6 +72,8 @@ def explain(exc: BaseException) -> str | None:
         MissingConfigException,
         OverrideParseException,
     )
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
@@ -47,17 +83,31 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, OverrideParseException):
         return f"cannot read an override: {str(exc).splitlines()[0]} (form: key=value, e.g. init.std=0.01)"
     if isinstance(exc, CompactHydraException):
+        cause = exc.__cause__
+        # OmegaConf's error names the key in full and holds the node it was looked for in.
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+            parent = cause.parent_node
+            hidden = {"hydra"} if "." not in cause.full_key else set()  # Hydra's own node, at the top level
+            siblings = [k for k in (parent.keys() if isinstance(parent, DictConfig) else [])
+                        if isinstance(k, str) and not k.startswith("_") and k not in hidden]
+            return unknown_key(cause.full_key, siblings)
         first = str(exc).splitlines()[0]
-        cause = str(exc.__cause__).splitlines()[0] if exc.__cause__ else ""
-        if "is not in struct" in cause or "Key '" in cause:
-            key = first.split("'")[1] if first.count("'") >= 2 else ""
-            return (f"unknown key {key!r}: {cause}; `python train.py --cfg job` lists every key "
-                    f"(to add a new one on purpose: +{key}=...)")
-        return f"{first} {cause}".strip()
+        return f"{first} {str(cause).splitlines()[0] if cause else ''}".strip()
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG and exc.filename:
+        return _name_too_long(str(exc.filename))
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS and exc.filename:
         return (f"cannot write to {exc.filename}: {os.strerror(exc.errno)}; choose a writable folder "
                 "(hydra.run.dir=... / hydra.sweep.dir=..., or data_dir=...)")
     return None
+
+
+def _name_too_long(path: str) -> str:
+    """A folder the user named (hydra.run.dir=...) is refused, not shortened: its name is theirs to choose."""
+    longest = max(path.split(os.sep), key=lambda part: len(part.encode()))
+    size = len(longest.encode())
+    what = (f"the folder name {longest[:40]}... is {size} bytes, over the file system's 255" if size > 255
+            else f"the path {path[:60]}... is {len(path.encode())} bytes, over the file system's limit")
+    return f"{what}; choose a shorter hydra.run.dir=... / hydra.sweep.dir=... (or data_dir=...)"
 
 
 def report_user_errors(func: Callable[[], Any]) -> Callable[[], Any]:
@@ -78,15 +128,25 @@ def report_user_errors(func: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def install_hydra_one_line_errors() -> None:
-    """Route Hydra's own error reporting through ``report_user_errors`` (composition happens inside it)."""
+    """Route Hydra's own error reporting through ``report_user_errors`` (composition happens inside it).
+
+    ``--help`` composes the config too (to show the groups with the user's overrides) but outside
+    ``run_and_report``: its composition errors are routed the same way.
+    """
     import hydra._internal.utils as hydra_utils
+    from hydra._internal.hydra import Hydra
 
     original = hydra_utils.run_and_report
     if getattr(original, "_trainstudy", False):
         return
+    original_help = Hydra.app_help
 
     def run_and_report(func: Callable[[], Any]) -> Any:
         return original(report_user_errors(func))
 
+    def app_help(self: Hydra, *args: Any, **kwargs: Any) -> None:
+        report_user_errors(lambda: original_help(self, *args, **kwargs))()
+
     run_and_report._trainstudy = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
+    Hydra.app_help = app_help  # type: ignore[method-assign]

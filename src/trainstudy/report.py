@@ -10,7 +10,7 @@ folders, so it runs on a sweep in progress and says how many jobs it is still mi
 from __future__ import annotations
 
 import csv
-import json
+import logging
 import math
 import statistics
 from collections import defaultdict
@@ -21,24 +21,36 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from trainstudy.targets import best_value
 from trainstudy.errors import UserError
+from trainstudy.results import read_metrics
 from trainstudy.sweeps import NOT_IN_RUN_NAMES, run_name, sweep_plan
+from trainstudy.targets import best_value
+
+log = logging.getLogger(__name__)
 
 PLOTS = ("curves.png", "steps_to_target.png", "act_std_by_depth.png")
 
 
 @dataclass
 class Job:
-    """One job folder: its overrides and its metrics.json (None while it runs, or when it died)."""
+    """One job folder: its overrides and its metrics.json (None while it runs, when it died, or when the file
+    is unreadable: then ``unreadable`` says why)."""
 
     folder: Path
     overrides: list[str]
     result: dict[str, Any] | None
+    unreadable: str | None = None
 
     @property
     def status(self) -> str:
+        if self.unreadable:
+            return "unreadable"
         return self.result.get("status", "?") if self.result else "missing"
+
+    @property
+    def done(self) -> bool:
+        """Finished: it left a metrics.json, readable or not."""
+        return self.result is not None or self.unreadable is not None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -95,7 +107,7 @@ class Group:
 
     @property
     def finished(self) -> list[Job]:
-        return [j for j in self.jobs if j.result is not None]
+        return [j for j in self.jobs if j.done]
 
     @property
     def trained(self) -> list[Job]:
@@ -103,6 +115,11 @@ class Group:
 
     def count(self, status: str) -> int:
         return sum(j.status == status for j in self.jobs)
+
+    @property
+    def failed(self) -> int:
+        """Jobs that ended without numbers: failed, or whose metrics.json can't be read."""
+        return self.count("failed") + self.count("unreadable")
 
     @property
     def reached(self) -> int:
@@ -147,7 +164,7 @@ class Report:
 
     @property
     def finished(self) -> int:
-        return sum(j.result is not None for j in self.jobs)
+        return sum(j.done for j in self.jobs)
 
     @property
     def missing(self) -> int:
@@ -172,18 +189,21 @@ def find_jobs(root: Path) -> list[Job]:
     folders |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
     jobs = []
     for folder in sorted(folders, key=lambda p: (len(p.parts), _natural(p.relative_to(root)))):
-        path = folder / "metrics.json"
-        result = None
-        if path.exists():  # written atomically by train.write_json: never half a file
-            result = json.loads(path.read_text())
+        result, unreadable = read_metrics(folder / "metrics.json")
         overrides = (result or {}).get("overrides")
         if overrides is None:
-            try:
-                overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-            except OSError:
-                overrides = []
-        jobs.append(Job(folder, [str(o) for o in overrides], result))
+            overrides = _hydra_overrides(folder)
+        jobs.append(Job(folder, [str(o) for o in overrides], result, unreadable))
     return jobs
+
+
+def _hydra_overrides(folder: Path) -> list[str]:
+    """The overrides Hydra recorded in the job's .hydra/overrides.yaml ([] when missing or malformed)."""
+    try:
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return overrides if isinstance(overrides, list) else []
 
 
 def _natural(path: Path) -> tuple:
@@ -283,7 +303,7 @@ def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                g.best.text(3), g.stat("conv/loss_auc").text(3), f"{g.count('diverged')}/{n}"]
         if ranks:
             row.append(g.hidden_rank.text(3))
-        rows.append(row + [f"{g.count('failed')}/{len(g.finished)}"])
+        rows.append(row + [f"{g.failed}/{len(g.finished)}"])
     return header, rows
 
 
@@ -293,7 +313,9 @@ def job_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     rows = []
     for j in report.jobs:
         m = j.metrics
-        if j.status == "failed":
+        if j.status == "unreadable":
+            note = j.unreadable
+        elif j.status == "failed":
             note = j.result.get("error", "")
         elif j.status == "diverged":
             note = f"diverged at step {m.get('conv/diverged_step')}"
@@ -348,8 +370,16 @@ def headline(report: Report) -> str:
     if report.missing:
         started = len(report.jobs) - report.finished
         line += f"; {report.missing} missing ({started} started without a metrics.json yet)"
+    unreadable = sum(j.status == "unreadable" for j in report.jobs)
+    if unreadable:
+        line += f" ({unreadable} with an unreadable metrics.json)"
     varied = ", ".join(report.varied) or "nothing"
     return f"{report.root}: {line} · groups by {varied} (mean ± std over seeds) · sorted by {target}"
+
+
+def unreadable_lines(report: Report) -> list[str]:
+    """One line per job whose metrics.json can't be used: its folder and why."""
+    return [f"{j.folder.relative_to(report.root)}: {j.unreadable}" for j in report.jobs if j.unreadable]
 
 
 def render(report: Report, plots: list[str]) -> str:
@@ -376,7 +406,7 @@ def write_csv(report: Report, path: Path) -> None:
             steps, time_s, best, auc = g.steps, g.stat("conv/time_to_target_s"), g.best, g.stat("conv/loss_auc")
             writer.writerow([g.name, *(g.values.get(k, "") for k in report.varied), len(g.jobs), len(g.finished),
                              g.reached, steps.mean, steps.std, time_s.mean, time_s.std, report.metric, best.mean,
-                             best.std, auc.mean, auc.std, g.count("diverged"), g.count("failed"),
+                             best.std, auc.mean, auc.std, g.count("diverged"), g.failed,
                              g.hidden_rank.mean])
 
 
@@ -488,8 +518,18 @@ def plot_act_std(report: Report, path: Path) -> bool:
 
 
 def write_report(report: Report, out_dir: Path | None = None) -> dict[str, Path]:
-    """report.md, report.csv and the PNGs into ``out_dir`` (the report's folder by default)."""
+    """report.md, report.csv and the PNGs into ``out_dir`` (the report's folder by default); UserError when
+    the folder can't be written."""
     out = Path(out_dir) if out_dir else report.root
+    try:
+        return _write_files(report, out)
+    except OSError as e:
+        where = e.filename or out
+        raise UserError(f"cannot write the report to {where} ({e.strerror or e}); "
+                        "give a writable folder with --out <folder>") from None
+
+
+def _write_files(report: Report, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "report.csv"}
     write_csv(report, written["csv"])

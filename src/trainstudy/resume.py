@@ -26,12 +26,15 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainstudy.errors import UserError
+from trainstudy.results import cannot_write
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # What may change when a run is resumed: how long it trains. Anything else would make it another run.
 LENGTH_KEYS = ("trainer.max_steps", "trainer.max_epochs")
 # Not part of what a run *is*: where it is written, how it is shown, how long it goes, whether it resumes.
 NOT_IN_FINGERPRINT = ("paths", "resume", "progress_bar", "data_dir", "checkpoint")
+# What a resumed run continues from: the weights and the optimizer's state (momentum, Adam's moments).
+CHECKSUMMED = ("state_dict", "optimizer_states")
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -44,6 +47,30 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def tensor_checksum(checkpoint: dict[str, Any]) -> str:
+    """sha256 over the checkpoint's weights and optimizer state: every tensor's name, dtype, shape and bytes,
+    and the plain values beside them (lr, betas). A flipped bit anywhere in them changes it."""
+    digest = hashlib.sha256()
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1).cpu().contiguous()
+            digest.update(f"{name}:{flat.dtype}:{tuple(value.shape)};".encode())
+            digest.update(flat.view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{name}/{key}", item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            digest.update(f"{name}={value!r};".encode())
+
+    for key in CHECKSUMMED:
+        add(key, checkpoint.get(key))
+    return digest.hexdigest()
+
+
 class Checkpointing(Callback):
     """Saves ``last.ckpt`` every ``every_n_steps`` steps, on interruption and at the end, atomically."""
 
@@ -51,22 +78,33 @@ class Checkpointing(Callback):
                  info: dict[str, Any]):
         self.path, self.every, self.before_save, self.info = path, every_n_steps, before_save, info
 
+    failed = False  # a save failed: see on_exception
+
     def save(self, trainer: L.Trainer) -> None:
         self.before_save(trainer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".ckpt.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        try:
+            trainer.save_checkpoint(tmp)  # every rank takes part (a barrier); rank 0 alone writes the file
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except OSError as e:  # a full disk: the last complete checkpoint stays as it was, the half one goes
+            tmp.unlink(missing_ok=True)
+            self.failed = True
+            raise UserError(cannot_write(self.path.parent, e)
+                            + (f"; {self.path} holds the run up to its last checkpoint" if self.path.exists()
+                               else "")) from None
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["trainstudy"] = self.info
+        checkpoint["trainstudy"] = {**self.info, "tensor_sha256": tensor_checksum(checkpoint)}
 
     def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
         if self.every and trainer.global_step % self.every == 0:
             self.save(trainer)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        self.save(trainer)
+        if not self.failed:  # after a failed save (the disk is full) a second try would only fail again
+            self.save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.save(trainer)
@@ -84,7 +122,8 @@ def check_length(run_dir: Path, extra: list[str]) -> None:
 
 
 def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
-    """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), without the weights."""
+    """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), once its weights and
+    optimizer state are checked against the checksum written with them."""
     ckpt = run_dir / CHECKPOINT
     try:
         payload = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
@@ -93,7 +132,12 @@ def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
                         "(it stopped before its first checkpoint); start it again without resume=") from None
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same problem for the user
         raise UserError(f"cannot read {ckpt} ({type(e).__name__}); it is damaged: start the run again") from None
-    return {**payload.get("trainstudy", {}), "global_step": payload["global_step"]}
+    info = payload.get("trainstudy", {})
+    # a checkpoint written before checksums were has none: it is read as it always was
+    if "tensor_sha256" in info and info["tensor_sha256"] != tensor_checksum(payload):
+        raise UserError(f"checkpoint {ckpt} is damaged (checksum mismatch); its weights can't be trusted: "
+                        "start the run again without resume=")
+    return {**info, "global_step": payload["global_step"]}
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -113,15 +157,24 @@ def resume_argv(argv: list[str]) -> list[str]:
                         "give the folder a run printed at its start, e.g. resume=outputs/runs/<date>/<time>")
     flags = [a for a in argv if a.startswith("-")]
     extra = [a for a in argv if not a.startswith("-") and not a.startswith("resume=")]
-    refused = [a for a in extra if a.split("=", 1)[0].lstrip("+~") not in LENGTH_KEYS]
+    recorded = yaml.safe_load(overrides_file.read_text()) or []
+    # Accepted besides the length: the run's own overrides restated, and where Hydra writes this process's
+    # logs, as Lightning's DDP adds them when it relaunches this (already expanded) command line for rank 1
+    refused = [a for a in extra if a.split("=", 1)[0].lstrip("+~") not in LENGTH_KEYS and a not in recorded
+               and not (a.startswith("hydra.") and not a.startswith("hydra.run.dir="))
+               and not (a.startswith("hydra.run.dir=") and _same_folder(a.split("=", 1)[1], run_dir))]
     if refused:
         raise UserError(f"resume continues a run as it was configured; only {' / '.join(LENGTH_KEYS)} may change "
                         f"(got {' '.join(refused)})")
     check_length(run_dir, extra)
     extra_keys = {a.split("=", 1)[0].lstrip("+~") for a in extra}
-    original = [o for o in yaml.safe_load(overrides_file.read_text()) or []
+    original = [o for o in recorded
                 if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
     return [*flags, *original, *extra, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def _same_folder(value: str, folder: Path) -> bool:
+    return Path(value.strip("'\"")).expanduser().resolve() == folder
 
 
 def keep_csv_rows(logger: Any, up_to_step: int) -> None:
@@ -161,9 +214,3 @@ def end_logged_at(run_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return result.get("global_step") if result.get("status") in ("ok", "diverged") else None
-
-
-def recorded_overrides(overrides: list[str]) -> list[str]:
-    """A job's overrides as its records keep them: ``resume=`` says how a run was continued, not what it is
-    (the report groups jobs, and the launcher matches finished ones, by these)."""
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]

@@ -2,21 +2,17 @@
 
 A rule says the kind of value (a whole number, a number, true/false, one of some words), its range, and an
 example of a good value; a value that breaks it ends the run with one line that says what to type instead.
-The keys of an optimizer or a loss criterion are also checked against what the torch class takes, so a key
-it would reject (``+optim.betas`` on SGD) is named before the class is built. The Trainer's own refusals
-(``trainer.accelerator=tpu`` on a machine without one) are translated into the same one line.
+Which keys a torch class takes is errors.check_arguments's to say; the values it takes are said here. The
+Trainer's own refusals (``trainer.accelerator=tpu`` on a machine without one) become the same one line.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
-from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainstudy.errors import UserError
@@ -146,8 +142,6 @@ RULES: dict[str, Rule] = {
     "trainer.gradient_clip_val": number(0, example="1.0", nullable=True),
 }
 
-# Config nodes instantiated as a torch class: every key but Hydra's own must be one of the class's parameters.
-CLASS_NODES = {"optim": "optim", "loss.criterion": "loss"}
 HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 
 
@@ -166,37 +160,11 @@ def _shown(value: Any, quoted: bool = True) -> str:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Every key of RULES that the config has, and the parameters of its torch classes; UserError on the first."""
-    for node_key, group in CLASS_NODES.items():
-        node = OmegaConf.select(cfg, node_key)
-        if isinstance(node, DictConfig) and node.get("_target_"):
-            check_parameters(node, node_key, f"{group}={option_name(cfg, group)}")
+    """Every key of RULES that the config has; UserError on the first value a rule refuses."""
     for key, rule in RULES.items():
         present, value = _present(cfg, key)
         if present and not rule.accepts(value):
             raise UserError(f"{key} must be {rule.wanted(value)}, got {_shown(value)} (e.g. {key}={rule.example})")
-
-
-def option_name(cfg: DictConfig, group: str) -> str:
-    """The option a group was composed from, as typed: optim=sgd, loss=huber."""
-    node = cfg[group]
-    return str(node.get("name") or node._target_.rsplit(".", 1)[-1].lower())
-
-
-def check_parameters(node: DictConfig, node_key: str, option: str) -> None:
-    """Refuse a key the node's class does not take, naming the ones it does."""
-    try:
-        cls = get_class(node._target_)
-    except Exception:  # noqa: BLE001 - an unknown class is instantiate's to report
-        return
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [n for n, p in params.items() if n not in ("self", "params") and p.kind is not p.VAR_POSITIONAL]
-    extra = [k for k in node if k not in HYDRA_KEYS and k not in allowed]
-    if extra:
-        raise UserError(f"{option} has no parameter {', '.join(f'{node_key}.{k}' for k in extra)}; "
-                        f"{cls.__name__} takes: {', '.join(allowed)}")
 
 
 def check_argv(argv: list[str]) -> list[str]:
@@ -232,6 +200,8 @@ def refused_keys(trainer_cfg: Mapping[str, Any], reason: str) -> list[str]:
     named = [k for k in keys if f"{k}=" in reason]
     if named:
         return named
+    import lightning as L  # here, not at the top: the command line checks its argv with this module
+
     alone = []
     for key in keys:
         value = trainer_cfg[key]

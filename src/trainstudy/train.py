@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -19,20 +17,22 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainstudy import __version__
+from trainstudy import __version__, interrupts
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
-from trainstudy.errors import UserError
+from trainstudy.errors import UserError, check_arguments
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
 from trainstudy.module import StudyModule
 from trainstudy.paths import shown
+from trainstudy.results import write_json
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
@@ -51,10 +51,14 @@ warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the run; its checkpoint and metrics so far are saved."""
+    """Ctrl-C or SIGTERM stopped the run; its checkpoint and metrics so far are saved.
 
-    def __init__(self, signal_name: str, step: int, run_dir: Path):
-        super().__init__(f"interrupted ({signal_name}) at step {step}; continue with: "
+    ``finished``: the signal came while a run that had trained to its end wrote its record (which is complete).
+    """
+
+    def __init__(self, signal_name: str, step: int, run_dir: Path, finished: bool = False):
+        super().__init__(f"interrupted ({signal_name}) as the run ended at step {step}; its record is complete"
+                         if finished else f"interrupted ({signal_name}) at step {step}; continue with: "
                          f"python train.py resume={run_dir}")
         self.signal_name = signal_name
 
@@ -68,6 +72,8 @@ def task_of(data_cfg: DictConfig) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no data: run before anything is loaded (each key's own values: schema.RULES)."""
+    for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
+        check_arguments(OmegaConf.select(cfg, key), key)
     check_values(cfg)
     validate_data_cfg(cfg.data)
     validate_model(cfg.model)
@@ -150,31 +156,13 @@ def val_interval(cfg: DictConfig, val_samples: int) -> int:
 
 def versions() -> dict[str, str | None]:
     """What a run's numbers depend on besides its config: package versions and the project's git commit."""
-    try:
+    try:  # in a session of its own: a Ctrl-C at the terminal while the record is written doesn't kill it
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+                                text=True, timeout=5, start_new_session=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"torch": torch.__version__, "lightning": L.__version__, "hydra": hydra.__version__,
             "trainstudy": __version__, "git_commit": commit}
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/Inf are not JSON: write them as null (a diverged run's losses)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a reader (the report on a sweep in progress) never sees half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
-    os.replace(tmp, path)
 
 
 def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, float | None]]:
@@ -242,16 +230,18 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
 
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
-               device: torch.device | str, extra: dict[str, Any] | None = None,
-               log_end: bool = True) -> dict[str, Any]:
+               device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
+               world_size: int = 1, log_end: bool = True) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
     ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary,
     as does ``log_end=False`` (a finished run resumed with nothing to train: its logs hold its end already).
+    Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
+    the others get the content back with ``"rank"`` set, and write nothing.
     """
     metrics = record.summary()
     params = hparams(cfg, splits)
-    if logger is not None and status is None:
+    if logger is not None and status is None and rank == 0:
         if log_end:
             log_hparams(logger, params, metrics, step=step)
         logger.finalize("success")
@@ -272,8 +262,11 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "versions": versions(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "devices": world_size,
         **(extra or {}),
     }
+    if rank != 0:
+        return {**result, "rank": rank}
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)
@@ -348,33 +341,37 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
         default_root_dir=str(out_dir)), cfg.trainer)
     n_params = sum(p.numel() for p in module.parameters())
-    log.info("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
+    say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
+    say("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
              len(splits.x_val), task)
-    log.info("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
+    say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
              cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
              cfg.seed, trainer.strategy.root_device)
-    log.info("validation every %d steps%s · %d thread%s · run folder %s", val_every,
+    say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
              " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
              "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
     if resumed:
-        log.info("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
+        say("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
     # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
     group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)
     interrupted = None
-    try:
-        trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
-                    ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
-    except SIGTERMException:
-        interrupted = "SIGTERM"
-    except SystemExit:  # Lightning's answer to Ctrl-C, after its on_exception hooks saved the checkpoint
-        if trainer.state.status != TrainerStatus.INTERRUPTED:
-            raise
-        interrupted = "SIGINT"
-
-    result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
-                        trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                        trainer.strategy.root_device, log_end=trainer.global_step != ended_at)
-    if interrupted:
-        raise RunInterrupted(interrupted, trainer.global_step, out_dir)
+    with interrupts.during(interrupts.note):  # from here a signal (a second one too) waits for metrics.json
+        try:
+            with interrupts.during(interrupts.stop_training):
+                trainer.fit(module, datamodule=StudyDataModule(splits, cfg.data.batch_size, cfg.seed, group),
+                            ckpt_path=str(Path(cfg.resume) / CHECKPOINT) if resumed else None, weights_only=True)
+        except SIGTERMException:
+            interrupted = "SIGTERM"
+        except SystemExit:  # Lightning's answer to Ctrl-C, after its on_exception hooks saved the checkpoint
+            if trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            interrupted = "SIGINT"
+        result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
+                            trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
+                            trainer.strategy.root_device, rank=trainer.global_rank,
+                            world_size=trainer.world_size, log_end=trainer.global_step != ended_at)
+    stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took
+    if stopped_by:
+        raise RunInterrupted(stopped_by, trainer.global_step, out_dir, finished=not interrupted)
     return result, module

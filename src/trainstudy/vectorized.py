@@ -23,10 +23,8 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.func import functional_call, stack_module_state, vmap
 
+from trainstudy import interrupts
 from trainstudy.convergence import ConvergenceRecord
 from trainstudy.data import DATASETS, DataSplits, load_data
 from trainstudy.datamodule import DeviceBatches
@@ -145,23 +144,6 @@ class GroupInterrupted(Exception):
     def __init__(self, signal_name: str, step: int, results: list[dict[str, Any]] | None = None):
         super().__init__(f"interrupted ({signal_name}) at step {step}")
         self.signal_name, self.results = signal_name, results or []
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a SLURM pre-emption) ends the group like Ctrl-C: cleanly, its members' records written."""
-    def handler(signum: int, _frame: Any) -> None:
-        raise GroupInterrupted("SIGTERM", -1)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class LossGroups:
@@ -315,14 +297,19 @@ def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
     if first.trainer.get("deterministic"):  # as Lightning's deterministic=True does
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(first.trainer.get("deterministic")))
-    try:
-        with sigterm_as_interrupt():
-            status, step = _fit(members, splits, device)
-    finally:
-        torch.use_deterministic_algorithms(previous)
-    results = [_finish(member, splits, status, data_time, device, len(members)) for member in members]
-    if status != "done":
-        raise GroupInterrupted(status, step, results)
+    # SIGTERM (a SLURM pre-emption) ends the group like Ctrl-C; a second signal waits for every member's record
+    with interrupts.during(interrupts.note):
+        try:
+            with interrupts.during(interrupts.stop_training):
+                status, step = _fit(members, splits, device)
+        except KeyboardInterrupt:  # before its first step (the loop handles its own): nothing to record
+            raise GroupInterrupted(interrupts.first() or "SIGINT", 0) from None
+        finally:
+            torch.use_deterministic_algorithms(previous)
+        results = [_finish(member, splits, status, data_time, device, len(members)) for member in members]
+    stopped_by = status if status != "done" else interrupts.first()  # or a signal while the records were written
+    if stopped_by:
+        raise GroupInterrupted(stopped_by, step, results)
     return results
 
 
@@ -371,11 +358,11 @@ def _fit(members: list[Member], splits: DataSplits, device: torch.device) -> tup
                 _flush(members, stacked, pending, step, clock)
             if step >= total or not any(m.active for m in members):
                 break
-    except (KeyboardInterrupt, GroupInterrupted) as e:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through interrupts.stop_training
         clock.pause()
         _flush(members, stacked, pending, step, clock)
         _stop_all(members, stacked, step, clock)
-        return ("SIGINT" if isinstance(e, KeyboardInterrupt) else e.signal_name), step
+        return interrupts.first() or "SIGINT", step
     clock.pause()
     _flush(members, stacked, pending, step, clock)
     _validate(members, stacked, losses, splits, classification, clock, step)  # the last step, where not yet done

@@ -166,7 +166,7 @@ class VectorizedLauncher(Launcher):
 
     # --- re-runs into the same sweep folder ------------------------------------------------------------
     def _metrics(self, job: Job) -> dict[str, Any] | None:
-        from trainstudy.resume import recorded_overrides
+        from trainstudy.sweeps import recorded_overrides
 
         path = _output_dir(job.config) / "metrics.json"
         try:
