@@ -24,6 +24,7 @@ SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "progress
 CONV_METRICS = {"conv/reached", "conv/steps_to_target", "conv/samples_to_target", "conv/time_to_target_s",
                 "conv/loss_auc", "conv/final_val_loss", "conv/diverged", "conv/diverged_step", "conv/steps",
                 "conv/train_time_s", "conv/best_val_acc", "conv/best_val_loss", "conv/final_val_acc"}
+TEST_METRICS = {"test/acc", "test/loss"}  # once, at the end, beside conv/* everywhere they go
 
 
 def hparams_plugin(tb_dir: Path) -> tuple[set[str], set[str]]:
@@ -40,11 +41,11 @@ def hparams_plugin(tb_dir: Path) -> tuple[set[str], set[str]]:
 def test_every_conv_metric_in_metrics_json_and_tensorboard(tmp_path: Path, data_dir: Path) -> None:
     result = train(make_cfg([*SHORT, f"data_dir={data_dir}", "target.value=0.5"], tmp_path))
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(saved["metrics"]) == CONV_METRICS
+    assert set(saved["metrics"]) == CONV_METRICS | TEST_METRICS
     assert saved["metrics"]["conv/reached"] == 1 and saved["metrics"]["conv/diverged_step"] is None
     tb = tmp_path / "run" / "tb"
     names, metrics = hparams_plugin(tb)
-    assert metrics == CONV_METRICS
+    assert metrics == CONV_METRICS | TEST_METRICS
     assert {"data", "source", "model", "depth", "width", "activation", "init", "loss", "optim", "lr",
             "batch_size", "seed"} <= names
     logged = scalars(tb)

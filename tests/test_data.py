@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainstudy import datasets
+from trainstudy import data, datasets
 from trainstudy.data import DATASETS, load_data, split_indices, validate_data_cfg
 from trainstudy.errors import UserError
 
@@ -57,10 +57,16 @@ def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
     return path
 
 
-def write_mnist_like(folder: Path, n: int = 50, gz_images: bool = True, gz_labels: bool = False) -> np.ndarray:
+def write_mnist_like(folder: Path, n: int = 50, gz_images: bool = True, gz_labels: bool = False,
+                     n_test: int = 20) -> np.ndarray:
+    """Train files of n images and (n_test > 0) t10k files of n_test other images, as the real folders hold."""
     images, labels = tiny_images(n, (28, 28))
     write_idx(folder / "train-images-idx3-ubyte", images, gz_images)
     write_idx(folder / "train-labels-idx1-ubyte", labels.astype(np.uint8), gz_labels)
+    if n_test:
+        test_images, test_labels = tiny_images(n_test, (28, 28), seed=1)
+        write_idx(folder / "t10k-images-idx3-ubyte", test_images, gz_images)
+        write_idx(folder / "t10k-labels-idx1-ubyte", test_labels.astype(np.uint8), gz_labels)
     return labels
 
 
@@ -86,10 +92,33 @@ def test_idx_files_load_split_and_normalize(tmp_path, name, folder, gz_images, g
     assert (d.name, d.task, d.num_classes, d.input_shape) == (name, "multiclass", 10, (1, 28, 28))
     assert d.source == f"full ({tmp_path / folder / 'raw'})"
     assert d.x_train.shape == (45, 1, 28, 28) and d.x_val.shape == (5, 1, 28, 28)
+    assert d.x_test.shape == (20, 1, 28, 28) and d.test_source == "official test files"  # the t10k files
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
     assert sorted(torch.cat([d.y_train, d.y_val]).tolist()) == sorted(labels.tolist())
+    assert sorted(d.y_test.tolist()) == sorted(tiny_images(20, (28, 28), seed=1)[1].tolist())
     assert abs(d.x_train.mean().item()) < 1e-5 and abs(d.x_train.std().item() - 1) < 1e-5
-    assert_labels_follow_images(torch.cat([d.x_train, d.x_val]), torch.cat([d.y_train, d.y_val]))
+    assert_labels_follow_images(torch.cat([d.x_train, d.x_val, d.x_test]), torch.cat([d.y_train, d.y_val, d.y_test]))
+
+
+def test_idx_folder_without_t10k_files_holds_a_test_part_out_with_a_warning(tmp_path, caplog):
+    write_mnist_like(tmp_path / "MNIST" / "raw", n_test=0)
+    with caplog.at_level(logging.WARNING, logger="trainstudy.datasets"):
+        d = load_data(data_cfg("mnist", source="full"), tmp_path)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (40, 5, 5) and d.test_source == "held out, 10%"
+    assert ["has no t10k-images-idx3-ubyte / t10k-labels-idx1-ubyte" in r.getMessage() for r in caplog.records] == [True]
+
+
+def test_test_files_are_cached_with_their_own_record(tmp_path, monkeypatch):
+    write_mnist_like(tmp_path / "MNIST" / "raw")
+    first = load_data(data_cfg("mnist", source="full"), tmp_path)
+    assert len(list((tmp_path / "cache").glob("mnist-test-*.json"))) == 1
+
+    def no_decoding(path: Path, ndim: int) -> np.ndarray:
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(datasets, "read_idx", no_decoding)
+    data.forget_last_load()
+    assert torch.equal(load_data(data_cfg("mnist", source="full"), tmp_path).x_test, first.x_test)
 
 
 def test_split_is_fixed_by_split_seed_not_by_the_run_seed(tmp_path):
@@ -102,6 +131,23 @@ def test_split_is_fixed_by_split_seed_not_by_the_run_seed(tmp_path):
     assert torch.equal(first.x_val, second.x_val) and torch.equal(first.y_train, second.y_train)
     other = load_data(data_cfg("mnist", source="full", split_seed=1), tmp_path)
     assert not torch.equal(first.x_val, other.x_val)
+
+
+@pytest.mark.parametrize("name", ["digits", "diabetes", "regression"])
+def test_held_out_test_split_is_disjoint_and_fixed_by_split_seed_alone(tmp_path, name):
+    n = {"digits": 1797, "diabetes": 442, "regression": 2000}[name]
+    cfg = data_cfg(name)
+    train, val, test = split_indices(n, cfg.val_fraction, cfg.split_seed, cfg.test_fraction)
+    assert len(test) == round(n * cfg.test_fraction) and len(val) == round(n * cfg.val_fraction)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(n))  # disjoint, and every row is used
+    torch.manual_seed(1)
+    first = load_data(cfg, tmp_path)
+    torch.manual_seed(2)
+    data.forget_last_load()
+    second = load_data(cfg, tmp_path)
+    assert torch.equal(first.x_test, second.x_test) and torch.equal(first.y_test, second.y_test)
+    other = load_data(data_cfg(name, split_seed=1), tmp_path)
+    assert not torch.equal(first.y_test, other.y_test)
 
 
 def test_fashion_found_in_the_debian_folder(tmp_path, monkeypatch):
@@ -131,11 +177,14 @@ def test_damaged_idx_file_names_the_file(tmp_path, damage, says):
 
 # ------------------------------------------------------------------------------------------ cache
 
+TRAIN_CACHE = "mnist-[0-9a-f]*"  # the training files' cache, not the t10k files' (mnist-test-*)
+
 
 def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     write_mnist_like(tmp_path / "MNIST" / "raw")
     first = load_data(data_cfg("mnist", source="full"), tmp_path)
-    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["json", "x.npy", "y.npy"]
+    # the training files' cache and the t10k files' cache, each with its record
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["json", "json", "x.npy", "x.npy", "y.npy", "y.npy"]
 
     def no_decoding(path: Path, ndim: int) -> np.ndarray:
         raise AssertionError("decoded again despite the cache")
@@ -156,33 +205,33 @@ def other_length(path: Path) -> None:
 def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, part, damage, says):
     write_mnist_like(tmp_path / "MNIST" / "raw")
     first = load_data(data_cfg("mnist", source="full"), tmp_path)
-    damage(next((tmp_path / "cache").glob(f"*.{part}.npy")))
+    damage(next((tmp_path / "cache").glob(f"{TRAIN_CACHE}.{part}.npy")))
 
     with caplog.at_level(logging.WARNING, logger="trainstudy.datasets"):
         again = load_data(data_cfg("mnist", source="full"), tmp_path)
     assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_val, first.y_val)
     assert [says in r.getMessage() for r in caplog.records] == [True]
-    assert [len(np.load(p)) for p in sorted((tmp_path / "cache").glob("*.npy"))] == [50, 50]  # rebuilt whole
+    assert [len(np.load(p)) for p in sorted((tmp_path / "cache").glob(f"{TRAIN_CACHE}.npy"))] == [50, 50]  # rebuilt whole
 
 
 def wrong_but_valid(cache: Path) -> None:
     """Valid .npy files of other data under the cache's names: float64 noise, every label 3."""
-    np.save(next(cache.glob("*.x.npy")), np.random.default_rng(0).standard_normal((50, 10)))
-    np.save(next(cache.glob("*.y.npy")), np.full(50, 3, np.int64))
+    np.save(next(cache.glob(f"{TRAIN_CACHE}.x.npy")), np.random.default_rng(0).standard_normal((50, 10)))
+    np.save(next(cache.glob(f"{TRAIN_CACHE}.y.npy")), np.full(50, 3, np.int64))
 
 
 def same_shape_other_pixels(cache: Path) -> None:
-    path = next(cache.glob("*.x.npy"))
+    path = next(cache.glob(f"{TRAIN_CACHE}.x.npy"))
     np.save(path, 255 - np.load(path))  # same shape, dtype and labels: only the bytes tell
 
 
 def other_class_counts(cache: Path) -> None:
-    path = next(cache.glob("*.y.npy"))
+    path = next(cache.glob(f"{TRAIN_CACHE}.y.npy"))
     np.save(path, np.sort(np.load(path)) // 2)
 
 
 def no_record(cache: Path) -> None:
-    next(cache.glob("*.json")).unlink()  # a cache written before records existed, or by something else
+    next(cache.glob(f"{TRAIN_CACHE}.json")).unlink()  # a cache written before records existed, or by something else
 
 
 @pytest.mark.parametrize("damage, says", [
@@ -273,7 +322,8 @@ def test_download_puts_files_where_they_are_then_read(tmp_path, monkeypatch):
 
 def test_bundled_mnist_loads_offline_and_is_cached(data_dir, monkeypatch):
     d = load_data(data_cfg("mnist", source="bundled"), data_dir)
-    assert d.source.startswith("bundled") and d.x_train.shape == (4500, 1, 28, 28) and len(d.y_val) == 500
+    assert d.source.startswith("bundled") and d.x_train.shape == (4000, 1, 28, 28) and len(d.y_val) == 500
+    assert len(d.y_test) == 500 and d.test_source == "held out, 10%"
     assert set(d.y_train.tolist()) == set(range(10))
 
     def no_parsing() -> None:
@@ -304,6 +354,7 @@ def test_cifar_batches(tmp_path):
     write_cifar(tmp_path / "cifar-10-batches-py")
     d = load_data(data_cfg("cifar10"), tmp_path)
     assert d.x_train.shape == (18, 3, 32, 32) and d.x_val.shape == (2, 3, 32, 32) and d.input_shape == (3, 32, 32)
+    assert d.x_test.shape == (4, 3, 32, 32) and d.test_source == "official test files"  # test_batch
     per_channel = d.x_train.transpose(0, 1).flatten(1)
     assert torch.allclose(per_channel.mean(1), torch.zeros(3), atol=1e-5)
     assert torch.allclose(per_channel.std(1), torch.ones(3), atol=1e-5)
@@ -332,7 +383,7 @@ def test_positive_classes_make_a_binary_task(tmp_path):
 def test_digits(tmp_path):
     d = load_data(data_cfg("digits"), tmp_path)
     assert d.source == "scikit-learn load_digits" and d.input_shape == (1, 8, 8)
-    assert len(d.x_train) + len(d.x_val) == 1797 and len(d.x_val) == 180
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 1797 and len(d.x_val) == len(d.x_test) == 180
     assert abs(d.x_train.mean().item()) < 1e-5 and abs(d.x_train.std().item() - 1) < 1e-4
 
 
@@ -352,8 +403,9 @@ def test_synthetic_regression_has_clean_val_at_the_noise_floor(tmp_path):
 
     # The same draw and split, with the noiseless targets that load_data does not hand out.
     _, clean, noisy = datasets.synthetic_regression(20000, 10, 0.3, cfg.split_seed)
-    train, val = split_indices(20000, cfg.val_fraction, cfg.split_seed)
+    train, val, test = split_indices(20000, cfg.val_fraction, cfg.split_seed, cfg.test_fraction)
     assert torch.equal(d.y_val[:, 0], torch.from_numpy(noisy)[val])
+    assert torch.equal(d.y_test[:, 0], torch.from_numpy(noisy)[test])  # clean of outliers, like val
     val_mse = ((d.y_val[:, 0] - torch.from_numpy(clean)[val]) ** 2).mean().item()
     tolerance = 4 * (2 / len(val)) ** 0.5  # the relative std of a mean of n squared Gaussians is sqrt(2/n)
     assert abs(val_mse / d.noise_floor - 1) < tolerance
@@ -385,6 +437,8 @@ def test_binary_task_may_be_named_with_its_positive_classes():
     ("mnist", {"task": "regression"}, "positive_classes"),
     ("mnist", {"val_fraction": 0.0}, "val_fraction"),
     ("mnist", {"val_fraction": 1}, "val_fraction"),
+    ("mnist", {"test_fraction": 0}, "test_fraction"),
+    ("digits", {"val_fraction": 0.5, "test_fraction": 0.5}, "nothing to train on"),
     ("mnist", {"batch_size": 0}, "batch_size"),
     ("mnist", {"positive_classes": []}, "empty"),
     ("mnist", {"positive_classes": list(range(10))}, "every class"),
@@ -412,5 +466,6 @@ def test_real_fashion_mnist_from_debian(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_DIR", REAL_DEBIAN_DIR)
     d = load_data(data_cfg("fashion_mnist"), tmp_path)
     assert d.source == f"debian ({REAL_DEBIAN_DIR})"
-    assert (len(d.x_train), len(d.x_val)) == (54000, 6000)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (54000, 6000, 10000)
     assert torch.bincount(torch.cat([d.y_train, d.y_val])).tolist() == [6000] * 10
+    assert torch.bincount(d.y_test).tolist() == [1000] * 10 and d.test_source == "official test files"

@@ -45,7 +45,7 @@ def write_job(folder: Path, overrides: list[str], *, status: str = "ok", steps: 
             "metrics": {"conv/reached": int(steps is not None), "conv/steps_to_target": steps,
                         "conv/time_to_target_s": time_s, "conv/loss_auc": auc, "conv/best_val_acc": best,
                         "conv/diverged": int(status == "diverged"), "conv/diverged_step": diverged_step,
-                        "conv/steps": diverged_step or n_steps},
+                        "conv/steps": diverged_step or n_steps, "test/acc": best - 0.02, "test/loss": 0.5},
             "target": {"metric": "val/acc", "value": 0.9},
             "curve": curve,
             "diagnostics": {"layers": layers} if layers is not None else None,
@@ -105,6 +105,7 @@ def expected_by_init(root: Path) -> dict[str, dict]:
         steps = [r["metrics"]["conv/steps_to_target"] for r in trained if r["metrics"]["conv/steps_to_target"] is not None]
         times = [r["metrics"]["conv/time_to_target_s"] for r in trained if r["metrics"]["conv/time_to_target_s"] is not None]
         best = [max(p["val/acc"] for p in r["curve"]) for r in trained]
+        test = [r["metrics"]["test/acc"] for r in trained]
         auc = [r["metrics"]["conv/loss_auc"] for r in trained]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else None  # noqa: E731
         out[init] = {
@@ -114,6 +115,7 @@ def expected_by_init(root: Path) -> dict[str, dict]:
             "time_mean": statistics.mean(times) if times else None, "time_std": sd(times),
             "best_mean": statistics.mean(best), "best_std": sd(best),
             "auc_mean": statistics.mean(auc), "auc_std": sd(auc),
+            "test_mean": statistics.mean(test), "test_std": sd(test),
         }
     return out
 
@@ -134,8 +136,9 @@ def test_report_numbers_equal_those_computed_from_metrics_json(sweep: Path) -> N
         assert row["group"] == f"init={init}"
         assert int(row["reached"]) == w["reached"] and int(row["diverged"]) == w["diverged"]
         assert int(row["failed"]) == w["failed"] and int(row["jobs"]) == 3
-        for key in ("steps", "time_to_target_s", "best", "loss_auc"):
-            mine = {"steps": "steps", "time_to_target_s": "time", "best": "best", "loss_auc": "auc"}[key]
+        assert row["test_metric"] == "test/acc"
+        for key in ("steps", "time_to_target_s", "best", "loss_auc", "test"):
+            mine = {"steps": "steps", "time_to_target_s": "time", "best": "best", "loss_auc": "auc", "test": "test"}[key]
             assert close(row[f"{key}_mean"], w[f"{mine}_mean"]), (init, key)
             assert close(row[f"{key}_std"], w[f"{mine}_std"]), (init, key)
     # sorted by steps to target; the group that never reached it is last and says so
@@ -150,6 +153,11 @@ def test_report_numbers_equal_those_computed_from_metrics_json(sweep: Path) -> N
     steps = [r["metrics"]["conv/steps_to_target"] for r in map(json.loads, (p.read_text() for p in sweep.glob("*/metrics.json")))
              if "init=kaiming_normal" in r["overrides"] and r["status"] == "ok"]
     assert f"{statistics.mean(steps):.0f} ± {statistics.stdev(steps):.0f}" in kaiming_line
+    header = md.splitlines()[next(i for i, line in enumerate(md.splitlines()) if line.startswith("| group "))]
+    assert "| test/acc " in header  # a column beside the others; the order above is by validation alone
+    tests = [r["metrics"]["test/acc"] for r in map(json.loads, (p.read_text() for p in sweep.glob("*/metrics.json")))
+             if "init=kaiming_normal" in r["overrides"] and r["status"] != "failed"]
+    assert f"{statistics.mean(tests):.3g} ± {statistics.stdev(tests):.2g}" in kaiming_line
 
 
 def test_report_lists_every_job_with_its_status(sweep: Path) -> None:

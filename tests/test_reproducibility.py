@@ -17,7 +17,7 @@ VARIABLE = {"conv/time_to_target_s", "conv/train_time_s"}
 
 
 def comparable(result: dict) -> dict:
-    drop = {"data_time_s", "tb_dir", "overrides"}
+    drop = {"data_time_s", "tb_dir", "run_dir", "overrides"}
     out = {k: v for k, v in result.items() if k not in drop}
     out["metrics"] = {k: v for k, v in result["metrics"].items() if k not in VARIABLE}
     return out

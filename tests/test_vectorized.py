@@ -93,6 +93,7 @@ def test_group_trains_each_member_as_its_job_alone(case: str, tmp_path: Path, da
     grouped = train_group(member_cfgs(common, members, tmp_path / "group", data_dir))
     for i, (a, g) in enumerate(zip(alone, grouped)):
         assert set(g) - set(a) == {"vectorized"} and set(a) <= set(g)  # metrics.json: the same keys, one more
+        assert "test/loss" in g["metrics"] and g["test_split"] == a["test_split"]  # tested once, at the end
         saved = json.loads((tmp_path / "group" / str(i) / "metrics.json").read_text())
         assert (saved["status"], saved["train_loss"]) == (g["status"], g["train_loss"])
         assert g["status"] == a["status"] and g["hparams"] == a["hparams"] and g["target"] == a["target"]
@@ -171,6 +172,8 @@ def test_what_members_may_differ_in_and_what_they_may_not() -> None:
     (["+trainer.gradient_clip_val=1.0"], "gradient_clip_val"),
     (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "forever"),
     (["optim._target_=torch.optim.LBFGS"], "LBFGS"),
+    (["scheduler=warmup_cosine"], "scheduler=warmup_cosine (the vectorized loop keeps the lr constant)"),
+    (["callbacks=[lr_monitor,early_stopping]"], "callbacks.lr_monitor is a Lightning callback"),
 ])
 def test_jobs_that_run_on_their_own_say_why(overrides: list[str], reason: str) -> None:
     assert solo_reason(make_cfg(["data=digits"])) is None

@@ -288,7 +288,7 @@ def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epoch
         dataset: torch.utils.data.Dataset = torch.utils.data.TensorDataset(splits.x_train, splits.y_train)
     else:
         images = tv_datasets.FashionMNIST(cfg.data_dir, train=True)
-        train_idx, _ = split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
+        train_idx, _, _ = split_indices(len(images), cfg.data.val_fraction, cfg.data.split_seed)
         pixels = images.data[train_idx].float() / 255  # trainstudy's normalization: training-split mean and std
         images.transform = transforms.Compose([transforms.ToTensor(),
                                                transforms.Normalize((pixels.mean().item(),), (pixels.std().item(),))])

@@ -60,6 +60,13 @@ def best_text(result: dict[str, Any]) -> str:
     return f"best {metric} {best:.4g}" if best is not None else ""
 
 
+def test_text(result: dict[str, Any]) -> str:
+    """The test split's headline metric, ``test/acc 0.953`` (``test/mse`` for regression); empty without one."""
+    m = result["metrics"]
+    name = next((k for k in ("test/acc", "test/mse") if m.get(k) is not None), None)
+    return f"{name} {m[name]:.4g}" if name else ""
+
+
 def end_line(result: dict[str, Any]) -> str:
     """One line: reached / not reached / diverged, the target metric's best, where the logs are."""
     m, target = result["metrics"], result["target"]
@@ -70,7 +77,7 @@ def end_line(result: dict[str, Any]) -> str:
                 f"({seconds(m['conv/time_to_target_s'])} s)")
     else:
         head = f"did not reach {target['metric']} {target['value']:g} in {m['conv/steps']} steps"
-    parts = [head, best_text(result), f"logs: {shown(result['run_dir'])}"]
+    parts = [head, best_text(result), test_text(result), f"logs: {shown(result['run_dir'])}"]
     if result.get("tensorboard", True):
         parts.append(f"tensorboard --logdir {shown(result['tb_dir'])}")
     return " · ".join(p for p in parts if p)

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from trainstudy.targets import best_key, best_value, reached
 
@@ -102,7 +103,12 @@ class ConvergenceRecord:
 
 
 class ConvergenceTracker(Callback):
-    """Validates every ``val_every_n_steps``, logs train/loss per step, detects divergence and the target."""
+    """Validates every ``val_every_n_steps``, logs train/loss per step, detects divergence and the target.
+
+    Lightning sees each validation as its own: the values go into ``trainer.callback_metrics`` at their step,
+    then every other callback's ``on_validation_end`` runs (EarlyStopping, ModelCheckpoint act there), from
+    step 1 on (step 0 measures the init). With a scheduler, the lr after each step is logged as train/lr.
+    """
 
     def __init__(self, x_val: torch.Tensor, y_val: torch.Tensor, classification: bool, target_metric: str,
                  target_value: float, val_every_n_steps: int, flush_every: int = 50, stop_on_reach: bool = False):
@@ -113,6 +119,9 @@ class ConvergenceTracker(Callback):
         self.flush_every = flush_every
         self._pending: list[torch.Tensor] = []
         self._pending_samples: list[int] = []
+        self._pending_lr: list[float] = []
+        self._lr_group: dict[str, Any] | None = None  # the optimizer's first param group, when the lr changes
+        self._validation_end: tuple[Any, ...] = ()
         self._samples = 0
         self._clock: float | None = None
 
@@ -133,6 +142,9 @@ class ConvergenceTracker(Callback):
     # --- Lightning hooks ------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.x_val, self.y_val = self.x_val.to(module.device), self.y_val.to(module.device)
+        self._validation_end = tuple(cb.on_validation_end for cb in trainer.callbacks
+                                     if cb is not self and is_overridden("on_validation_end", cb, Callback))
+        self._lr_group = trainer.optimizers[0].param_groups[0] if trainer.lr_scheduler_configs else None
         self._samples = self.state.samples[-1] if self.state.samples else 0
         if not self.state.curve:
             self._validate(trainer, module, step=0)
@@ -152,6 +164,8 @@ class ConvergenceTracker(Callback):
         size. Validates at every ``val_every_n_steps``, reads the losses back every ``flush_every``."""
         self._pending.append(loss)  # a 0-d tensor per step
         self._pending_samples.append(samples)
+        if self._lr_group is not None:
+            self._pending_lr.append(self._lr_group["lr"])  # a float: no sync
         step = trainer.global_step
         if step % self.val_every == 0:
             self._pause(module)
@@ -193,18 +207,25 @@ class ConvergenceTracker(Callback):
         if self.record.diverged:
             self._pending.clear()
             self._pending_samples.clear()
+            self._pending_lr.clear()
             return False
         if not self._pending:
             return True
         losses, counts = self._global(trainer, torch.stack(self._pending).float(), self._pending_samples)
-        self._pending.clear()
-        self._pending_samples.clear()
-        for n in counts:
+        for n in counts:  # before the clear below: on one device counts is _pending_samples itself
             self._samples += n
             self.state.samples.append(self._samples)
+        first = len(self.state.losses) + 1
+        lrs = self._pending_lr[:]
+        self._pending.clear()
+        self._pending_samples.clear()
+        self._pending_lr.clear()
         for step, value in self.record.add_losses(losses):
             if trainer.logger is not None:
-                trainer.logger.log_metrics({"train/loss": value}, step=step)
+                scalars = {"train/loss": value}
+                if lrs:
+                    scalars["train/lr"] = lrs[step - first]  # after this step's update (step k: after k)
+                trainer.logger.log_metrics(scalars, step=step)
         if self.record.diverged:
             trainer.should_stop = True
             return False
@@ -217,7 +238,7 @@ class ConvergenceTracker(Callback):
         flush, at the same steps on every rank). Every rank then holds the same record, and, since DDP keeps the
         weights equal, validates to the same numbers and stops at the same step."""
         if trainer.world_size == 1:
-            return losses.tolist(), counts
+            return losses.tolist(), list(counts)  # a copy: the caller clears its pending list before reading these
         n = torch.tensor(counts, dtype=losses.dtype, device=losses.device)
         total = trainer.strategy.reduce(torch.stack([losses * n, n]), reduce_op="sum")
         return (total[0] / total[1]).tolist(), [round(c) for c in total[1].tolist()]
@@ -229,10 +250,25 @@ class ConvergenceTracker(Callback):
             point["val/acc"] = acc
         else:  # val/loss is each run's own loss: regression losses compare on the clean-data MSE
             point["val/mse"] = self._mse(module)
+        values = {k: v for k, v in point.items() if k != "step"}
         if trainer.logger is not None:
-            trainer.logger.log_metrics({k: v for k, v in point.items() if k != "step"}, step=step)
+            trainer.logger.log_metrics(values, step=step)
         if self.record.add_validation(point):
             trainer.should_stop = True
+        self._publish(trainer, module, values, step)
+
+    def _publish(self, trainer: L.Trainer, module: L.LightningModule, values: dict[str, float], step: int) -> None:
+        """Lightning's view of a validation: its metrics in callback_metrics (float64, so 475/500 stays 0.95
+        exactly), then the on_validation_end hooks. Validation time, as the clock sees it."""
+        metrics = trainer.callback_metrics
+        for key, value in values.items():
+            metrics[key] = torch.tensor(value, dtype=torch.float64)
+        if self.state.losses:
+            metrics["train/loss"] = torch.tensor(self.state.losses[-1], dtype=torch.float64)
+        if step == 0:
+            return
+        for hook in self._validation_end:
+            hook(trainer, module)
 
     @torch.no_grad()
     def _mse(self, module: L.LightningModule) -> float:

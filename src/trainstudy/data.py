@@ -1,7 +1,9 @@
-"""From a `data` config to train/val tensors: validate, load raw arrays, split, normalize, relabel.
+"""From a `data` config to train/val/test tensors: validate, load raw arrays, split, normalize, relabel.
 
 The split is a fixed permutation from `split_seed`, so runs that differ only in `seed` see the same
-validation set. Normalization statistics come from the training split alone.
+validation and test sets. The test split is the source's official test files where it has them (full MNIST and
+Fashion-MNIST's t10k, CIFAR-10's test_batch), else a seeded held-out part (`test_fraction`). Normalization
+statistics come from the training split alone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class DataSplits:
     input_shape: tuple[int, ...]
     num_classes: int | None  # None for regression
     noise_floor: float | None = None  # regression: the best possible val MSE, when known
+    # evaluated once, at the end of a run; nothing selects on it (not the target, not early stopping)
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    test_source: str = ""  # "official test files" or "held out (10%)"
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,11 @@ def validate_data_cfg(cfg: Mapping) -> None:
     val_fraction = cfg.get("val_fraction")
     _require(_is_number(val_fraction) and 0 < val_fraction < 1,
              f"data.val_fraction={val_fraction} must lie strictly between 0 and 1, e.g. data.val_fraction=0.1")
+    test_fraction = cfg.get("test_fraction")
+    _require(_is_number(test_fraction) and 0 < test_fraction < 1,
+             f"data.test_fraction={test_fraction} must lie strictly between 0 and 1, e.g. data.test_fraction=0.1")
+    _require(val_fraction + test_fraction < 1, f"data.val_fraction={val_fraction} and data.test_fraction="
+             f"{test_fraction} leave nothing to train on; keep their sum under 1, e.g. 0.1 each")
     batch_size = cfg.get("batch_size")
     _require(_is_int(batch_size) and batch_size >= 1,
              f"data.batch_size={batch_size} must be a whole number >= 1, e.g. data.batch_size=128")
@@ -123,24 +134,30 @@ def _validate_regression(cfg: Mapping) -> None:
     _require(_is_number(scale) and scale >= 0, f"data.outlier_scale={scale} must be >= 0, e.g. 10.0")
 
 
-def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, val) indices of a fixed permutation; val takes round(n * val_fraction) rows, at least one."""
+def split_indices(n: int, val_fraction: float, split_seed: int,
+                  test_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, val, test) indices of a fixed permutation: val takes its first round(n * val_fraction) rows (at
+    least one), test the next round(n * test_fraction) (none when 0), train the rest. Val comes first so that
+    holding a test part out leaves the validation set as it was without one."""
     n_val = min(max(round(n * val_fraction), 1), n - 1)
-    _require(n_val >= 1, f"only {n} sample(s): too few to split off a validation set")
+    n_test = min(round(n * test_fraction), n - 1 - n_val)
+    _require(n_val >= 1 and (test_fraction == 0 or n_test >= 1),
+             f"only {n} sample(s): too few to split off a validation{'' if test_fraction == 0 else ' and a test'} set")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    return order[n_val:], order[:n_val]
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
 
 
-def _standardize(train: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _standardize(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Scale to zero mean, unit std per channel (dim 1: image channel or tabular feature), train stats only."""
     if train.dtype == torch.uint8:
         mean, std = _byte_statistics(train)
-        return _scaled(train, mean, std), _scaled(val, mean, std)
-    train, val = train.float(), val.float()  # fresh copies (inputs are indexed slices), so in-place is safe
+        return tuple(_scaled(x, mean, std) for x in (train, *others))
+    # fresh copies (an official test split shares the raw arrays that a sweep's next job reuses), so in-place is safe
+    train, *others = (x.to(torch.float32, copy=True) for x in (train, *others))
     dims = [d for d in range(train.ndim) if d != 1]
     mean, std = train.mean(dim=dims, keepdim=True), train.std(dim=dims, keepdim=True)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature carries nothing; leave it at 0
-    return train.sub_(mean).div_(std), val.sub_(mean).div_(std)
+    return tuple(x.sub_(mean).div_(std) for x in (train, *others))
 
 
 def _byte_statistics(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +207,7 @@ _last: dict[str, tuple[datasets.RawData, DataSplits]] = {}
 
 
 def load_data(cfg: Mapping, data_dir: str | Path) -> DataSplits:
-    """Load the dataset `cfg` names, split off validation, normalize, and relabel for a binary task."""
+    """Load the dataset `cfg` names, split off validation (and test), normalize, and relabel for a binary task."""
     validate_data_cfg(cfg)
     name, seed = cfg["name"], cfg["split_seed"]
     if name == "regression":
@@ -200,7 +217,9 @@ def load_data(cfg: Mapping, data_dir: str | Path) -> DataSplits:
         raw = datasets.LOADERS[name](cfg.get("source", "auto"), Path(data_dir))
     key = json.dumps(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg),
                      sort_keys=True, default=str)
-    if key in _last and all(np.array_equal(a, b) for a, b in zip((raw.x, raw.y), (_last[key][0].x, _last[key][0].y))):
+    if key in _last and all(a is b or (a is not None and b is not None and np.array_equal(a, b)) for a, b in
+                            zip((raw.x, raw.y, raw.x_test, raw.y_test),
+                                (_last[key][0].x, _last[key][0].y, _last[key][0].x_test, _last[key][0].y_test))):
         return replace(_last[key][1], source=raw.source)
     splits = _split(cfg, raw)
     _last.clear()
@@ -216,27 +235,32 @@ def forget_last_load() -> None:
 def _split(cfg: Mapping, raw: datasets.RawData) -> DataSplits:
     name, spec, seed = cfg["name"], DATASETS[cfg["name"]], cfg["split_seed"]
     noise_floor = float(cfg["noise_std"]) ** 2 if name == "regression" else None
-    train, val = split_indices(len(raw.x), cfg["val_fraction"], seed)
-    x_train, x_val = _standardize(_rows(raw.x, train), _rows(raw.x, val))
+    official = raw.x_test is not None
+    train, val, test = split_indices(len(raw.x), cfg["val_fraction"], seed, 0.0 if official else cfg["test_fraction"])
+    x_test_raw = torch.from_numpy(raw.x_test) if official else _rows(raw.x, test)
+    y_test = torch.from_numpy(raw.y_test) if official else _rows(raw.y, test)
+    x_train, x_val, x_test = _standardize(_rows(raw.x, train), _rows(raw.x, val), x_test_raw)
     y_train, y_val = _rows(raw.y, train), _rows(raw.y, val)
+    test_source = "official test files" if official else f"held out, {cfg['test_fraction']:.0%}"
 
     task, num_classes = spec.task, spec.num_classes
     if task == "regression":
-        y_train, y_val = y_train[:, None], y_val[:, None]
+        y_train, y_val, y_test = y_train[:, None], y_val[:, None], y_test[:, None]
         if name == "diabetes":
-            y_train, y_val = _standardize(y_train, y_val)
-        elif cfg["outlier_fraction"] > 0:  # validation stays clean, so noise_floor remains the best val MSE
+            y_train, y_val, y_test = _standardize(y_train, y_val, y_test)
+        elif cfg["outlier_fraction"] > 0:  # val and test stay clean, so noise_floor remains the best MSE
             y_train = _with_outliers(y_train, cfg["outlier_fraction"], cfg["outlier_scale"], seed)
     else:
-        y = torch.from_numpy(raw.y)
-        bad = y[(y < 0) | (y >= num_classes)].unique().tolist()
-        _require(not bad, f"{name} from {raw.source} has labels {bad[:5]} outside 0..{num_classes - 1}; "
-                 "its files are damaged, delete and re-download them")
+        for part, labels in (("", raw.y), (" test", raw.y_test if official else raw.y[:0])):
+            y = torch.from_numpy(labels)
+            bad = y[(y < 0) | (y >= num_classes)].unique().tolist()
+            _require(not bad, f"{name}{part} from {raw.source} has labels {bad[:5]} outside 0..{num_classes - 1}; "
+                     "its files are damaged, delete and re-download them")
         if cfg.get("positive_classes") is not None:
             positive = torch.tensor(list(cfg["positive_classes"]))
-            y_train, y_val = torch.isin(y_train, positive).long(), torch.isin(y_val, positive).long()
+            y_train, y_val, y_test = (torch.isin(y, positive).long() for y in (y_train, y_val, y_test))
             task, num_classes = "binary", 2
 
     return DataSplits(name=name, task=task, source=raw.source, x_train=x_train, y_train=y_train, x_val=x_val,
                       y_val=y_val, input_shape=tuple(x_train.shape[1:]), num_classes=num_classes,
-                      noise_floor=noise_floor)
+                      noise_floor=noise_floor, x_test=x_test, y_test=y_test, test_source=test_source)

@@ -103,7 +103,8 @@ def steps_per_batch(*intervals: int, limit: int = 64) -> int:
 
 
 class StudyDataModule(L.LightningDataModule):
-    """Holds the loaded splits and serves training batches from the training device."""
+    """Holds the loaded splits and serves training batches from the training device; for ``trainer.validate``
+    and ``trainer.test``, the whole val or test split as one batch (StudyModule sums it in its own chunks)."""
 
     def __init__(self, splits: DataSplits, batch_size: int, seed: int, steps_per_batch: int = 1):
         super().__init__()
@@ -115,6 +116,8 @@ class StudyDataModule(L.LightningDataModule):
         s = self.splits
         s.x_train, s.y_train = s.x_train.to(device), s.y_train.to(device)
         s.x_val, s.y_val = s.x_val.to(device), s.y_val.to(device)
+        if stage == "test":  # the test split joins the device only to be tested, never during training
+            s.x_test, s.y_test = s.x_test.to(device), s.y_test.to(device)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # cut from tensors that already live on the training device
@@ -128,3 +131,23 @@ class StudyDataModule(L.LightningDataModule):
                              # one step per batch there
                              steps_per_batch=self.steps_per_batch if trainer.world_size == 1 else 1,
                              max_steps=trainer.max_steps)
+
+    def val_dataloader(self) -> WholeSplit:
+        return WholeSplit(self.splits.x_val, self.splits.y_val)
+
+    def test_dataloader(self) -> WholeSplit:
+        return WholeSplit(self.splits.x_test, self.splits.y_test)
+
+
+class WholeSplit:
+    """A loader of one batch, the whole split (x, y) as it lies on the device. Not a list: Lightning would read
+    a list of batches as a list of loaders."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield self.x, self.y

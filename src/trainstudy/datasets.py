@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _IDX_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # the official 10,000 test images, beside them
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
 _CONNECT_TIMEOUT_S = 3.0
 # Where torchvision 0.29 downloads from (its MNIST.mirrors, FashionMNIST.mirrors, CIFAR10.url).
 _MIRRORS = {
@@ -47,11 +49,14 @@ _MIRRORS = {
 
 @dataclass
 class RawData:
-    """A dataset's training data as stored: x is (N, *input_shape), y is (N,)."""
+    """A dataset's training data as stored: x is (N, *input_shape), y is (N,); and its official test data where
+    the source has some (None: data.py holds a seeded part of x, y out instead)."""
 
     x: np.ndarray
     y: np.ndarray
     source: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------- formats
@@ -258,16 +263,17 @@ def _remember_download_failed(name: str, data_dir: Path, error: str) -> None:
 # ----------------------------------------------------------------------------------------------- datasets
 
 
-def _find_idx(folder: Path) -> list[Path] | None:
-    """The training image and label files in folder (plain preferred over .gz), or None if either is missing."""
+def _find_idx(folder: Path, bases: tuple[str, str] = _IDX_TRAIN) -> list[Path] | None:
+    """The image and label files in folder (plain preferred over .gz), or None if either is missing."""
     found = []
-    for base in _IDX_TRAIN:
+    for base in bases:
         candidates = [folder / base, folder / f"{base}.gz"]
         found.append(next((p for p in candidates if p.is_file()), None))
     return None if None in found else found
 
 
-def _load_idx(name: str, files: list[Path], data_dir: Path, source: str) -> RawData:
+def _idx_pair(name: str, files: list[Path], data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 1, 28, 28) and labels (N,) of one IDX image/label pair, through the cache."""
     images, labels = files
 
     def decode() -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +282,21 @@ def _load_idx(name: str, files: list[Path], data_dir: Path, source: str) -> RawD
             raise UserError(f"{images} has {len(x)} images but {labels} has {len(y)} labels; re-download both")
         return x, y
 
-    return RawData(*_cached(data_dir, f"{name}-{_stamp(files)}", decode, files), source=source)
+    return _cached(data_dir, f"{name}-{_stamp(files)}", decode, files)
+
+
+def _no_test_files(folder: Path, names: Sequence[str]) -> None:
+    log.warning("%s has no %s; the test split is held out of the training files instead (data.test_fraction)",
+                folder, " / ".join(names))
+
+
+def _load_idx(name: str, files: list[Path], data_dir: Path, source: str) -> RawData:
+    """The training pair, and the t10k pair from the same folder (a folder without it: see _no_test_files)."""
+    x, y = _idx_pair(name, files, data_dir)
+    if (test_files := _find_idx(files[0].parent, _IDX_TEST)) is None:
+        _no_test_files(files[0].parent, _IDX_TEST)
+        return RawData(x, y, source=source)
+    return RawData(x, y, source, *_idx_pair(f"{name}-test", test_files, data_dir))
 
 
 def bundled_mnist(data_dir: Path) -> RawData:
@@ -346,7 +366,11 @@ def cifar10(source: str, data_dir: Path) -> RawData:
         return np.concatenate(images), np.concatenate(labels)
 
     x, y = _cached(data_dir, f"cifar10-{_stamp(files)}", decode, files)
-    return RawData(x, y, source=f"{how} ({folder})")
+    if not (test := folder / _CIFAR_TEST).is_file():
+        _no_test_files(folder, [_CIFAR_TEST])
+        return RawData(x, y, source=f"{how} ({folder})")
+    x_test, y_test = _cached(data_dir, f"cifar10-test-{_stamp([test])}", lambda: read_cifar_batch(test), [test])
+    return RawData(x, y, f"{how} ({folder})", x_test, y_test)
 
 
 def digits(source: str, data_dir: Path) -> RawData:

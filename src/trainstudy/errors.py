@@ -75,9 +75,12 @@ def explain(exc: BaseException) -> str | None:
     from omegaconf import DictConfig
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
+    options = exc.options if isinstance(exc, MissingConfigException) else None
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and options is None:
+        options = _group_options(exc.missing_cfg_file.rpartition("/")[0])  # a list (callbacks=[a,b]) names none
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
-        options = sorted(o for o in exc.options)
+        options = sorted(o for o in options)
         return (f"unknown {group} option {name!r}{_did_you_mean(name, options)}; "
                 f"choose one of: {', '.join(options)}")
     if isinstance(exc, OverrideParseException):
@@ -99,6 +102,15 @@ def explain(exc: BaseException) -> str | None:
         return (f"cannot write to {exc.filename}: {os.strerror(exc.errno)}; choose a writable folder "
                 "(hydra.run.dir=... / hydra.sweep.dir=..., or data_dir=...)")
     return None
+
+
+def _group_options(group: str) -> list[str] | None:
+    """The options of a config group, from the Hydra instance that is composing (None outside one)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not group or not GlobalHydra.instance().is_initialized():
+        return None
+    return GlobalHydra.instance().config_loader().get_group_options(group) or None
 
 
 def _name_too_long(path: str) -> str:

@@ -8,13 +8,17 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import OmegaConf
 from torch import nn
 
-from trainstudy.losses import StudyLoss
+from trainstudy.losses import StudyLoss, build_loss
+from trainstudy.models import build_model
+from trainstudy.schedulers import SchedulerFactory, configure
 
 Step = tuple[torch.Tensor, torch.Tensor]  # the (x, y) batch of one optimizer step
 
@@ -29,7 +33,14 @@ class StudyModule(L.LightningModule):
     samples)`` method hears of it (the tracker validates there, at its exact step), and the group ends early
     once one of them sets ``trainer.should_stop``. ``automatic=True`` leaves the one step of each batch to
     Lightning, as Trainer-side gradient clipping and accumulation require. ``compile`` compiles the model's
-    forward with torch.compile (layers and their names stay as they are).
+    forward with torch.compile (layers and their names stay as they are). ``scheduler`` is a partial torch
+    lr scheduler that takes the optimizer, stepped after every update.
+
+    Given ``cfg`` (the run's configuration as a plain dict) and ``shapes`` (what the model's size came from:
+    task, input_shape, num_classes, out_features), the module saves them as its hyperparameters, so that
+    ``StudyModule.load_from_checkpoint(path)`` rebuilds the same model, loss and optimizer from them (Lightning
+    calls ``StudyModule(**hyperparameters)``, without model, loss and optimizer) and loads the weights; it
+    is rebuilt to be evaluated, without the lr schedule.
     """
 
     # decided when training starts: see plain_backward() and plain_optimizer_step()
@@ -37,12 +48,24 @@ class StudyModule(L.LightningModule):
     _plain_step = False
     _before_step: tuple[Callable[..., Any], ...] = ()
     _step_end: tuple[Callable[..., Any], ...] = ()
+    _scheduler: Any = None
 
-    def __init__(self, model: nn.Module, loss: StudyLoss,
-                 optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-                 automatic: bool = False, compile: bool = False, eval_chunk: int = 1024):
+    def __init__(self, model: nn.Module | None = None, loss: StudyLoss | None = None,
+                 optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+                 automatic: bool = False, compile: bool = False, eval_chunk: int = 1024,
+                 scheduler: SchedulerFactory | None = None,
+                 cfg: dict[str, Any] | None = None, shapes: dict[str, Any] | None = None):
         super().__init__()
+        if cfg is not None:
+            # logger=False: the run fills TensorBoard's HParams tab itself (train.log_hparams), with its metrics
+            self.save_hyperparameters({"cfg": cfg, "shapes": shapes, "automatic": automatic, "compile": compile,
+                                       "eval_chunk": eval_chunk}, logger=False)
+        if model is None:
+            if cfg is None or shapes is None:
+                raise TypeError("StudyModule needs model, loss and optimizer, or the cfg and shapes to build them")
+            model, loss, optimizer = _components(cfg, shapes)
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.scheduler_factory = scheduler
         self.eval_chunk = eval_chunk
         self.automatic_optimization = automatic
         if compile:
@@ -66,6 +89,8 @@ class StudyModule(L.LightningModule):
         if is_overridden("on_before_optimizer_step", self, L.LightningModule):
             self._before_step += (lambda _trainer, module, optimizer: module.on_before_optimizer_step(optimizer),)
         self._step_end = tuple(cb.on_train_step_end for cb in trainer.callbacks if hasattr(cb, "on_train_step_end"))
+        # in manual optimization stepping the scheduler is ours (Lightning restored its state on resume)
+        self._scheduler = None if self.automatic_optimization else self.lr_schedulers()
 
     def training_step(self, batch: Iterable[Step], batch_idx: int) -> torch.Tensor:
         """The loss of each step taken, on the device (the tracker reads them back in bulk)."""
@@ -73,7 +98,7 @@ class StudyModule(L.LightningModule):
             (x, y), = batch
             return self.loss(self.model(x), y)
         trainer, optimizer = self.trainer, self.optimizers()
-        plain = self._plain_step
+        plain, scheduler = self._plain_step, self._scheduler
         inner = optimizer.optimizer
         losses = []
         for x, y in batch:
@@ -95,6 +120,8 @@ class StudyModule(L.LightningModule):
                 else:
                     self.manual_backward(loss)
                 optimizer.step()
+            if scheduler is not None:  # before the listeners: a stop after them still leaves both in step
+                scheduler.step()
             loss = loss.detach()
             losses.append(loss)
             for listener in self._step_end:
@@ -103,33 +130,66 @@ class StudyModule(L.LightningModule):
                 break
         return torch.stack(losses)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+    def configure_optimizers(self) -> Any:
+        return configure(self.optimizer_factory(self.model.parameters()), self.scheduler_factory,
+                         self.automatic_optimization)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> tuple[float, float]:
-        """(mean loss, accuracy as correct / total in float64) over a whole split held on the device, in chunks of ``eval_chunk`` samples (train
-        builds it with 4 training batches: a validation pass then needs about the memory of a training step, and
-        a CNN's pass over Fashion-MNIST's 6,000 validation images takes ~40% less time than in one chunk, with
-        ~250 MB less memory); one host sync."""
+        """(mean loss, accuracy as correct / total in float64; for regression the MSE) over a whole split held on
+        the device, in chunks of ``eval_chunk`` samples (train builds it with 4 training batches: a validation
+        pass then needs about the memory of a training step, and a CNN's pass over Fashion-MNIST's 6,000
+        validation images takes ~40% less time than in one chunk, with ~250 MB less memory); one host sync."""
         chunk = chunk or self.eval_chunk
         was_training = self.model.training
         self.model.eval()
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
         # in the training's precision (bf16-mixed: autocast), as the training loss is computed
         with self._trainer.precision_plugin.forward_context() if self._trainer else nullcontext():
-            for start in range(0, len(x), chunk):
-                out = self.model(x[start:start + chunk])
-                yc = y[start:start + chunk]
-                loss_sum += self.loss(out, yc).float() * len(yc)
-                if self.loss.task != "regression":
-                    correct += self.loss.correct(out, yc)
+            sums = self._split_sums(x, y, chunk)
         self.model.train(was_training)
+        return self._means(sums, x, y)
+
+    def _split_sums(self, x: torch.Tensor, y: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of loss * samples, correct predictions or, for regression, squared errors) over x in chunks, on
+        the device: the one arithmetic of evaluate, validation_step and test_step, so all three agree."""
+        regression = self.loss.task == "regression"
+        loss_sum = torch.zeros((), device=x.device)
+        second = torch.zeros((), device=x.device, dtype=torch.float32 if regression else torch.long)
+        for start in range(0, len(x), chunk):
+            out = self.model(x[start:start + chunk])
+            yc = y[start:start + chunk]
+            loss_sum += self.loss(out, yc).float() * len(yc)
+            second += (out.float() - yc.float()).pow(2).sum() if regression else self.loss.correct(out, yc)
+        return loss_sum, second
+
+    def _means(self, sums: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """(mean loss, accuracy or MSE) from _split_sums, in one host sync."""
         # the count comes back whole and is divided in float64: 475/500 is 0.95 exactly as a float64 threshold
         # reads it, where float32's 0.94999999 would miss a target of 0.95 (float64 holds counts up to 2**53)
-        loss, n_correct = torch.stack([loss_sum.double() / len(x), correct.double()]).tolist()
-        return loss, n_correct / len(x)
+        loss_sum, second = torch.stack([s.double() for s in sums]).tolist()
+        return loss_sum / len(x), second / (y.numel() if self.loss.task == "regression" else len(x))
+
+    # trainer.validate(module, datamodule) and trainer.test(...): the datamodule's loaders yield a whole split as
+    # one batch, which is summed in evaluate's chunks; Lightning logs the means (as float32, its logging dtype)
+    def validation_step(self, batch: Step, batch_idx: int) -> None:
+        self._log_split("val", *batch)
+
+    def test_step(self, batch: Step, batch_idx: int) -> None:
+        self._log_split("test", *batch)
+
+    def _log_split(self, split: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        loss, second = self._means(self._split_sums(x, y, self.eval_chunk), x, y)
+        self.log(f"{split}/loss", loss, batch_size=len(x))
+        self.log(f"{split}/{'mse' if self.loss.task == 'regression' else 'acc'}", second, batch_size=len(x))
+
+
+def _components(cfg: dict[str, Any], shapes: dict[str, Any]) -> tuple[nn.Module, StudyLoss, Callable]:
+    """The model, loss and optimizer partial a run's config and data shapes describe (weights not initialized:
+    a checkpoint's are loaded over them)."""
+    conf = OmegaConf.create(cfg)
+    loss = build_loss(conf.loss, shapes["task"], shapes["num_classes"])
+    model = build_model(conf.model, tuple(shapes["input_shape"]), shapes["out_features"])
+    return model, loss, instantiate(conf.optim)
 
 
 def plain_backward(trainer: L.Trainer) -> bool:

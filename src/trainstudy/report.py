@@ -171,6 +171,13 @@ class Report:
         unfinished = len(self.jobs) - self.finished
         return max(unfinished, (self.expected or 0) - self.finished)
 
+    @property
+    def test_metric(self) -> str | None:
+        """test/acc or test/mse, whichever the jobs recorded (None for runs from before the test split). Shown
+        beside the others, never sorted or picked by: nothing selects on the test split."""
+        return next((k for k in ("test/acc", "test/mse") if any(j.metrics.get(k) is not None for j in self.jobs)),
+                    None)
+
 
 # --- reading the folders -----------------------------------------------------------------------------
 
@@ -293,8 +300,9 @@ def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     """The report's table: header and one row per group, as text."""
     metric = report.metric or "val metric"
     ranks = any(g.hidden_rank.values for g in report.groups)
+    test = report.test_metric
     header = ["group", "reached", "steps to target", "time to target (s)", f"best {metric}", "loss AUC",
-              "diverged"] + (["hidden rank"] if ranks else []) + ["failed"]
+              "diverged"] + (["hidden rank"] if ranks else []) + ([test] if test else []) + ["failed"]
     rows = []
     for g in report.groups:
         n = len(g.trained)
@@ -303,6 +311,8 @@ def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                g.best.text(3), g.stat("conv/loss_auc").text(3), f"{g.count('diverged')}/{n}"]
         if ranks:
             row.append(g.hidden_rank.text(3))
+        if test:
+            row.append(g.stat(test).text(3))
         rows.append(row + [f"{g.failed}/{len(g.finished)}"])
     return header, rows
 
@@ -398,16 +408,18 @@ def write_csv(report: Report, path: Path) -> None:
     """report.csv: one row per group, the varied keys as their own columns, numbers unformatted."""
     columns = ["group", *report.varied, "jobs", "finished", "reached", "steps_mean", "steps_std",
                "time_to_target_s_mean", "time_to_target_s_std", "best_metric", "best_mean", "best_std",
-               "loss_auc_mean", "loss_auc_std", "diverged", "failed", "hidden_rank_mean"]
+               "loss_auc_mean", "loss_auc_std", "diverged", "failed", "hidden_rank_mean", "test_metric", "test_mean",
+               "test_std"]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for g in report.groups:
             steps, time_s, best, auc = g.steps, g.stat("conv/time_to_target_s"), g.best, g.stat("conv/loss_auc")
+            test = g.stat(report.test_metric) if report.test_metric else None
             writer.writerow([g.name, *(g.values.get(k, "") for k in report.varied), len(g.jobs), len(g.finished),
                              g.reached, steps.mean, steps.std, time_s.mean, time_s.std, report.metric, best.mean,
                              best.std, auc.mean, auc.std, g.count("diverged"), g.failed,
-                             g.hidden_rank.mean])
+                             g.hidden_rank.mean, *((report.test_metric, test.mean, test.std) if test else ("",) * 3)])
 
 
 # --- plots -------------------------------------------------------------------------------------------

@@ -22,11 +22,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainstudy import __version__, interrupts
+from trainstudy.callbacks import build_callbacks, checkpointing, validate_callbacks
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import StudyDataModule, steps_per_batch
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.errors import UserError, check_arguments
+from trainstudy.evaluation import evaluate_split
 from trainstudy.inits import apply_init, validate_init
 from trainstudy.losses import build_loss, out_features, validate_loss
 from trainstudy.models import build_model, validate_model
@@ -41,6 +43,7 @@ from trainstudy.resume import (
     keep_csv_rows,
     read_checkpoint_info,
 )
+from trainstudy.schedulers import build_scheduler, scheduler_name, validate_scheduler
 from trainstudy.schema import build_trainer, check_values
 
 log = logging.getLogger("trainstudy")
@@ -79,6 +82,8 @@ def validate(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_init(cfg.init)
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
+    validate_scheduler(cfg)
+    validate_callbacks(cfg, classification=task_of(cfg.data) != "regression")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator={accelerator} but this machine has no GPU that torch can use; "
@@ -132,6 +137,7 @@ def hparams(cfg: DictConfig, splits: DataSplits | None = None) -> dict[str, Any]
         "loss": cfg.loss.name,
         "optim": cfg.optim._target_.rsplit(".", 1)[-1].lower(),
         "lr": cfg.optim.lr,
+        "scheduler": scheduler_name(cfg),
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
     }
@@ -183,8 +189,14 @@ def build(cfg: DictConfig, splits: DataSplits) -> tuple[StudyModule, dict[str, f
     targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
+    steps_per_epoch = -(-len(splits.x_train) // cfg.data.batch_size)
+    # the run's config and its data's shapes travel in checkpoints: StudyModule.load_from_checkpoint rebuilds from them
+    shapes = {"task": task, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
+              "out_features": n_out}
     module = StudyModule(model, loss, instantiate(cfg.optim), automatic=automatic, compile=cfg.get("compile", False),
-                         eval_chunk=max(256, 4 * cfg.data.batch_size))
+                         eval_chunk=max(256, 4 * cfg.data.batch_size),
+                         scheduler=build_scheduler(cfg, steps_per_epoch),
+                         cfg=OmegaConf.to_container(cfg, resolve=True), shapes=shapes)
     return module, targets
 
 
@@ -228,18 +240,31 @@ def log_hparams(logger: Any, params: dict[str, Any], metrics: dict[str, float | 
         experiment._get_file_writer().add_summary(summary)
 
 
+def measure_test(module: StudyModule, splits: DataSplits, device: torch.device | str) -> dict[str, float]:
+    """test/* of the module's final weights, evaluated once on the training device, outside the training clock;
+    the module is left where it was (Lightning hands it back on the CPU)."""
+    home = module.device
+    module.to(device)
+    try:
+        return evaluate_split(module, splits, "test")
+    finally:
+        module.to(home)
+
+
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                logger: Any, step: int, status: str | None, data_time: float, tb_dir: Path,
                device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
-               world_size: int = 1, log_end: bool = True) -> dict[str, Any]:
+               world_size: int = 1, test: dict[str, float] | None = None,
+               log_end: bool = True) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
     ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary,
     as does ``log_end=False`` (a finished run resumed with nothing to train: its logs hold its end already).
     Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
     the others get the content back with ``"rank"`` set, and write nothing.
+    ``test``: the test split's metrics (see measure_test), beside the conv/* ones everywhere they go.
     """
-    metrics = record.summary()
+    metrics = {**record.summary(), **(test or {})}
     params = hparams(cfg, splits)
     if logger is not None and status is None and rank == 0:
         if log_end:
@@ -257,6 +282,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "train_loss": record.state.losses,
         "diagnostics": {"layers": layers} if layers is not None else None,
         "data_time_s": data_time,
+        "test_split": {"source": splits.test_source, "samples": len(splits.y_test)} if test else None,
         "tb_dir": str(tb_dir),
         "tensorboard": cfg.logger._target_.endswith("TensorBoardLogger"),
         "versions": versions(),
@@ -334,16 +360,21 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     logger = instantiate(cfg.logger, **logger_args)
     if resumed and cfg.logger._target_.endswith("CSVLogger"):
         keep_csv_rows(logger, resumed["global_step"])
+    progress_bar = sys.stderr.isatty() and cfg.get("progress_bar", True)
+    lightning_callbacks = build_callbacks(cfg, target_metric(cfg), progress_bar)
+    callbacks += lightning_callbacks
     trainer: L.Trainer = build_trainer(lambda: instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks,
-        enable_progress_bar=sys.stderr.isatty() and cfg.get("progress_bar", True),
-        enable_model_summary=False, enable_checkpointing=False,
+        cfg.trainer, logger=logger, callbacks=callbacks, enable_progress_bar=progress_bar,
+        enable_model_summary=False, enable_checkpointing=checkpointing(lightning_callbacks),
         limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps,
+        # validation comes every val_every_n_steps, not at an epoch's end: EarlyStopping and ModelCheckpoint
+        # then act at on_validation_end, which the tracker calls (Lightning's own loop never runs: no val batches)
+        check_val_every_n_epoch=None, val_check_interval=val_every,
         default_root_dir=str(out_dir)), cfg.trainer)
     n_params = sum(p.numel() for p in module.parameters())
     say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
-    say("data %s (%s): %d train / %d val, %s task", splits.name, splits.source, len(splits.x_train),
-             len(splits.x_val), task)
+    say("data %s (%s): %d train / %d val / %d test (%s), %s task", splits.name, splits.source,
+        len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.test_source, task)
     say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
              cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
              cfg.seed, trainer.strategy.root_device)
@@ -353,8 +384,10 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if resumed:
         say("resuming from step %d of %s", resumed["global_step"], shown(Path(cfg.resume) / CHECKPOINT))
 
-    # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups
-    group = 1 if module.automatic_optimization else steps_per_batch(cfg.checkpoint.every_n_steps)
+    # validation and logging happen between the steps of a group (see StudyModule), checkpoints between groups;
+    # Lightning's callbacks act at a batch's end too (every_n_train_steps): groups then end at validations
+    intervals = (cfg.checkpoint.every_n_steps, *((val_every,) if lightning_callbacks else ()))
+    group = 1 if module.automatic_optimization else steps_per_batch(*intervals)
     interrupted = None
     with interrupts.during(interrupts.note):  # from here a signal (a second one too) waits for metrics.json
         try:
@@ -367,10 +400,12 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
             interrupted = "SIGINT"
+        device = trainer.strategy.root_device
+        test = None if interrupted else measure_test(module, splits, device)
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, logger,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
-                            trainer.strategy.root_device, rank=trainer.global_rank,
-                            world_size=trainer.world_size, log_end=trainer.global_step != ended_at)
+                            device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
+                            log_end=trainer.global_step != ended_at)
     stopped_by = interrupts.first() or interrupted  # the first signal decides, whichever path Lightning took
     if stopped_by:
         raise RunInterrupted(stopped_by, trainer.global_step, out_dir, finished=not interrupted)

@@ -41,10 +41,12 @@ from trainstudy.datamodule import DeviceBatches
 from trainstudy.diagnostics import InitDiagnostics
 from trainstudy.losses import StudyLoss, out_features
 from trainstudy.module import StudyModule
+from trainstudy.schedulers import planned_steps, scheduler_name
 from trainstudy.train import (
     build,
     finish_run,
     hparams,
+    measure_test,
     set_threads,
     target_metric,
     task_of,
@@ -81,6 +83,11 @@ def solo_reason(cfg: DictConfig) -> str | None:
         return f"trainer.accelerator={trainer.accelerator}"
     if math.isinf(planned_steps(trainer, 1)):
         return "trainer.max_epochs=-1 with trainer.max_steps=-1 trains forever"
+    # a Trainer's callbacks and a changing lr are not part of the vectorized loop: such jobs run on their own
+    if callbacks := [name for name, node in (cfg.get("callbacks") or {}).items() if node is not None]:
+        return f"callbacks.{callbacks[0]} is a Lightning callback (the vectorized loop runs no Trainer)"
+    if (cfg.get("scheduler") or {}).get("_target_"):
+        return f"scheduler={scheduler_name(cfg)} (the vectorized loop keeps the lr constant)"
     if cfg.optim.get("_target_") not in ELEMENTWISE_OPTIMIZERS:
         return f"optim {cfg.optim.get('_target_')} is not one of {', '.join(ELEMENTWISE_OPTIMIZERS)}"
     return None
@@ -92,17 +99,6 @@ def group_key(cfg: DictConfig) -> str:
     shared = {key: whole.get(key) for key in SHARED_KEYS}
     shared["out_features"] = out_features(cfg.loss.name, task_of(cfg.data), DATASETS[cfg.data.name].num_classes)
     return json.dumps(shared, sort_keys=True, default=str)
-
-
-def planned_steps(trainer: DictConfig, steps_per_epoch: int) -> float:
-    """The steps Lightning would train for (its defaults: max_epochs=None means 1000 unless max_steps is set)."""
-    max_steps = trainer.get("max_steps", -1)
-    max_steps = -1 if max_steps is None else max_steps
-    max_epochs = trainer.get("max_epochs")
-    if max_epochs is None:
-        max_epochs = 1000 if max_steps == -1 else -1
-    by_epochs = math.inf if max_epochs == -1 else max_epochs * steps_per_epoch
-    return min(by_epochs, math.inf if max_steps == -1 else max_steps)
 
 
 def training_device(trainer: DictConfig) -> torch.device:
@@ -306,6 +302,8 @@ def train_group(cfgs: Sequence[DictConfig]) -> list[dict[str, Any]]:
             raise GroupInterrupted(interrupts.first() or "SIGINT", 0) from None
         finally:
             torch.use_deterministic_algorithms(previous)
+        # the test split joins the device once training is over, for each member's one test evaluation
+        splits.x_test, splits.y_test = splits.x_test.to(device), splits.y_test.to(device)
         results = [_finish(member, splits, status, data_time, device, len(members)) for member in members]
     stopped_by = status if status != "done" else interrupts.first()  # or a signal while the records were written
     if stopped_by:
@@ -454,7 +452,9 @@ def _finish(member: Member, splits: DataSplits, status: str, data_time: float, d
     logger = member.run.logger
     if interrupted:
         logger.finalize("interrupted")
+    # the member's own module on its final weights: the test split evaluated as its job alone evaluates it
+    test = None if interrupted else measure_test(member.module, splits, device)
     # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
     return finish_run(cfg, splits, member.record, member.diagnostics.layers if member.diagnostics else None,
                       logger, member.run.global_step, "interrupted" if interrupted else None, data_time,
-                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}})
+                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}}, test=test)
