@@ -13,7 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from test_train import cli
 
 from trainstudy import datasets
+from trainstudy import train as train_mod
 from trainstudy.errors import UserError, explain
+from trainstudy.schema import SEED_MAX, check_argv
 from trainstudy.train import train, validate
 
 
@@ -168,3 +170,91 @@ def test_slurm_launcher_off_a_cluster_is_one_line(monkeypatch: pytest.MonkeyPatc
     cli.check_launcher(["-m", "hydra/launcher=joblib"])  # other launchers need no srun
     monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/bin/srun")
     cli.check_launcher(["-m", "hydra/launcher=slurm"])  # on a cluster: launched as configured
+
+
+# Issue 14, item 6: values nobody validated. Each is refused by validate() (schema.RULES, check_arguments, the
+# init strategies) in one line, before any data is loaded.
+UNCHECKED_VALUES = [
+    (["seed=-1"], "seed must be a whole number in [0, 4294967295]"),
+    (["seed=abc"], "seed must be a whole number"),
+    (["seed=2**70"], "got '2**70'"),
+    ([f"seed={2**70}"], f"got {2**70}"),
+    (["seed=1.5"], "seed must be a whole number"),
+    (["optim.momentum=-1"], "optim.momentum must be a number in [0, 1], got -1 (e.g. optim.momentum=0.9)"),
+    (["optim.weight_decay=-1"], "optim.weight_decay must be a number >= 0"),
+    (["+optim.betas=[0.9]"], "unknown key 'optim.betas': torch.optim.SGD takes no argument 'betas'"),
+    (["optim=adam", "+optim.betas=[0.9]"], "optim.betas must be a list of 2 numbers in [0, 1), got [0.9]"),
+    (["log_every_n_steps=0"], "log_every_n_steps must be a whole number >= 1"),
+    (["checkpoint.every_n_steps=abc"], "checkpoint.every_n_steps must be a whole number >= 0"),
+    (["checkpoint.every_n_steps=-1"], "checkpoint.every_n_steps must be a whole number >= 0"),
+    (["init=trunc_normal", "init.mean=100"], "init=trunc_normal needs init.mean within 2 init.std of [init.a, init.b]"),
+    (["init=uniform", "init.a=-inf", "init.b=inf"], "init.a must be a finite number, got -inf"),
+    (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan"),
+    (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf"),
+    (["init=constant", "init.value=nan"], "init.value must be a finite number, got nan"),
+    (["data=regression", "loss=huber", "loss.criterion.delta=-1"], "loss.criterion.delta must be a number > 0"),
+    (["+loss.criterion.label_smoothing=2"], "loss.criterion.label_smoothing must be a number in [0, 1]"),
+    (["+loss.criterion.reduction=none"], "loss.criterion.reduction must be mean"),
+    (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be a whole number >= 1"),
+    (["target.stop_on_reach=maybe"], "target.stop_on_reach must be true or false, got 'maybe'"),
+    (["diagnostics=sometimes"], "diagnostics must be true or false"),
+    (["trainer.max_steps=null"], "trainer.max_steps must be a whole number >= 1 (or -1 for no limit), got null"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), UNCHECKED_VALUES, ids=[" ".join(c[0]) for c in UNCHECKED_VALUES])
+def test_unchecked_values_are_refused_in_one_line(overrides: list[str], needle: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_loading(*_a: object, **_k: object) -> None:
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(train_mod, "load_data", no_loading)
+    with pytest.raises(UserError) as err:
+        train(make_cfg(["data=digits", f"data_dir={tmp_path / 'data'}", *overrides], tmp_path))
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_good_values_pass_the_schema() -> None:
+    validate(make_cfg(["seed=null", "optim=adam", "+optim.betas=[0.9,0.99]", "trainer.max_epochs=null",
+                       "+loss.criterion.label_smoothing=0.1", "checkpoint.every_n_steps=0", "threads=all"]))
+    validate(make_cfg([f"seed={SEED_MAX}", "data=regression", "loss=huber", "loss.criterion.delta=0.5"]))
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["trainer.accelerator=tpu"], "Lightning refuses trainer.accelerator=tpu ("),
+    (["trainer.devices=0"], "Lightning refuses trainer.devices=0 (MisconfigurationException"),
+    (["trainer.precision=17"], "Lightning refuses trainer.precision=17 ("),
+])
+def test_trainer_refusals_name_the_key(overrides: list[str], needle: str, tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(UserError) as err:
+        train(make_cfg(["data=digits", f"data_dir={data_dir}", *overrides], tmp_path))
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("init", [["init=normal", "init.std=1e30"], ["init=constant", "init.value=1e30"]])
+def test_huge_init_values_diverge_cleanly(init: list[str], tmp_path: Path, data_dir: Path) -> None:
+    result = train(make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=4", "val_every_n_steps=2",
+                             "progress_bar=false", *init], tmp_path))
+    assert result["status"] == "diverged" and result["metrics"]["conv/diverged_step"] == 1
+
+
+def test_empty_run_folder_is_refused_before_hydra() -> None:
+    with pytest.raises(UserError, match="hydra.run.dir is empty, which would write into the current folder"):
+        check_argv(["init=xavier", "hydra.run.dir="])
+    with pytest.raises(UserError, match="hydra.sweep.dir is empty"):
+        check_argv(["-m", "hydra.sweep.dir=''"])
+    assert check_argv(["hydra.run.dir=outputs/x"]) == ["hydra.run.dir=outputs/x"]
+
+
+@pytest.mark.slow
+def test_cli_refused_runs_leave_no_run_folder(tmp_path: Path, data_dir: Path) -> None:
+    for args in (["seed=abc"], ["trainer.devices=0", "data=digits"], ["hydra.run.dir="]):
+        run = tmp_path / "run"
+        given = args if args == ["hydra.run.dir="] else [*args, f"hydra.run.dir={run}"]
+        proc = cli(given, tmp_path, data_dir)
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[-1].startswith("error: ") and sum(line.startswith("error:") for line in lines) == 1, proc.stderr
+        assert not run.exists() and not (tmp_path / ".hydra").exists(), args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -10,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import ROOT, make_cfg
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 from test_train import cli, scalars
 
 from trainstudy.errors import UserError
-from trainstudy.resume import CHECKPOINT, read_checkpoint_info
-from trainstudy.train import train
+from trainstudy.report import build_report
+from trainstudy.resume import CHECKPOINT, read_checkpoint_info, resume_argv
+from trainstudy.sweeps import recorded_overrides
+from trainstudy.train import RunInterrupted, train
 
 RUN = ["data=digits", "model.width=64", "seed=3", "trainer.max_steps=1000", "val_every_n_steps=25",
        "log_every_n_steps=20", "checkpoint.every_n_steps=100"]
@@ -147,3 +152,105 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_half_checkpoint
         train(cfg)
     assert "\n" not in str(e.value)
     assert list((full_disk / "run" / "checkpoints").iterdir()) == []  # no .ckpt.tmp left to fill it further
+
+
+# In-process resumes: the run's own overrides with resume=<its folder>, as resume_argv makes them.
+SHORT = ["data=digits", "val_every_n_steps=10", "log_every_n_steps=10", "checkpoint.every_n_steps=10",
+         "progress_bar=false"]
+
+
+def run_in(folder: Path, args: list[str], data_dir: Path, tb_dir: Path | None = None,
+           callbacks: list[L.Callback] = ()) -> dict:
+    """train() with its run folder at ``folder`` (and TensorBoard at ``tb_dir``, as a sweep job's)."""
+    cfg = make_cfg([*SHORT, f"data_dir={data_dir}", *args])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder)
+        cfg.paths.tb_dir = str(tb_dir or folder / "tb")
+    return train(cfg, callbacks)
+
+
+class StopAt(L.Callback):
+    """Stops a run as SIGTERM does, once it has made ``step`` steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        if trainer.global_step >= self.step:
+            raise SIGTERMException
+
+
+def test_seed_null_resumes_with_the_seed_it_drew(tmp_path: Path, data_dir: Path) -> None:
+    run, args = tmp_path / "run", ["seed=null", "trainer.max_steps=40"]
+    with pytest.raises(RunInterrupted):
+        run_in(run, args, data_dir, callbacks=[StopAt(20)])
+    stopped = json.loads((run / "metrics.json").read_text())
+    seed = stopped["hparams"]["seed"]
+    assert isinstance(seed, int) and len(stopped["train_loss"]) == 20
+    resumed = run_in(run, [*args, f"resume={run}"], data_dir)
+    whole = run_in(tmp_path / "whole", [f"seed={seed}", "trainer.max_steps=40"], data_dir)
+    assert resumed["hparams"]["seed"] == seed
+    assert resumed["train_loss"] == whole["train_loss"] and resumed["curve"] == whole["curve"]
+
+
+def test_resume_of_a_moved_sweep_writes_tensorboard_where_the_sweep_now_is(tmp_path: Path, data_dir: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    run_in(old / "0", ["trainer.max_steps=20"], data_dir, tb_dir=old / "tb" / "init=default")
+    old.rename(new)
+    run_in(new / "0", ["trainer.max_steps=30", f"resume={new / '0'}"], data_dir, tb_dir=new / "tb" / "elsewhere")
+    assert not old.exists()
+    steps = [s for s, _ in scalars(new / "tb" / "init=default")["train/loss"]]
+    assert steps == list(range(1, 31))
+
+
+def test_csv_logger_resume_keeps_the_earlier_rows(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    run_in(run, ["logger=csv", "trainer.max_steps=20"], data_dir)
+    run_in(run, ["logger=csv", "trainer.max_steps=30", f"resume={run}"], data_dir)
+    with (run / "tb" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == list(range(1, 31))
+
+
+def test_resuming_a_finished_run_logs_its_end_once(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    first = run_in(run, ["trainer.max_steps=20"], data_dir)
+    again = run_in(run, ["trainer.max_steps=20", f"resume={run}"], data_dir)
+    assert again["metrics"] == first["metrics"] and again["train_loss"] == first["train_loss"]
+    tags = scalars(run / "tb")
+    end_tags = [t for t in tags if t.startswith(("conv/", "diag/"))]
+    assert "conv/steps" in end_tags and "diag/weight_rank" in end_tags
+    for tag in end_tags:
+        steps = [s for s, _ in tags[tag]]
+        assert len(steps) == len(set(steps)), tag
+
+
+def test_resume_refuses_max_steps_below_the_steps_done(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    run_in(run, ["trainer.max_steps=20"], data_dir)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- data=digits\n- trainer.max_steps=20\n")
+    with pytest.raises(UserError, match=r"has done 20 steps already, more than trainer.max_steps=10; "
+                                         r"give trainer.max_steps=20 or more"):
+        resume_argv([f"resume={run}", "trainer.max_steps=10"])
+    assert resume_argv([f"resume={run}", "trainer.max_steps=20"])[-3] == "trainer.max_steps=20"
+
+
+def test_resume_is_not_a_recorded_override() -> None:
+    assert recorded_overrides(["init=kaiming_normal", "resume=/x/0", "trainer.max_steps=9"]) == [
+        "init=kaiming_normal", "trainer.max_steps=9"]
+
+
+@pytest.mark.slow
+def test_cli_resume_of_a_moved_sweep_job_keeps_its_overrides_and_tensorboard(tmp_path: Path, data_dir: Path) -> None:
+    sweep, moved = tmp_path / "sweep", tmp_path / "moved"
+    args = ["-m", "data=digits", "init=kaiming_normal,xavier_uniform", "trainer.max_steps=20", "val_every_n_steps=10",
+            f"hydra.sweep.dir={sweep}"]
+    assert cli(args, tmp_path, data_dir).returncode == 0
+    sweep.rename(moved)
+    proc = cli([f"resume={moved / '0'}"], tmp_path, data_dir)  # a finished job: continued, nothing to add
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((moved / "0" / "metrics.json").read_text())
+    assert not any(o.startswith("resume=") for o in result["overrides"])
+    assert not sweep.exists()  # nothing written to where the sweep was
+    assert {g.name for g in build_report(moved).groups} == {"init=kaiming_normal", "init=xavier_uniform"}

@@ -210,7 +210,7 @@ def test_tensorboard_script_without_a_sweep_says_so(tmp_path: Path) -> None:
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["basic", "joblib"])
 def test_sweep_survives_failing_and_diverging_jobs(launcher: list[str], tmp_path: Path, data_dir: Path) -> None:
-    # jobs in order: lr=-1 fails (a bad value), precision=bogus fails inside Lightning (an exception),
+    # jobs in order: lr=-1 fails (a bad value), precision=bogus fails as Lightning's Trainer refuses it,
     # lr=1e5 diverges, and the job after all of them still trains
     proc = cli(["-m", *launcher, "data=digits", "trainer.precision=bogus,32-true", "optim.lr=-1,1e5,0.05", *TINY],
                tmp_path, data_dir)
@@ -227,7 +227,8 @@ def test_sweep_survives_failing_and_diverging_jobs(launcher: list[str], tmp_path
     assert status[("trainer.precision=32-true", "optim.lr=-1")] == (
         "failed", "optim.lr must be a number > 0, got -1 (e.g. optim.lr=0.01)")
     assert status[("trainer.precision=bogus", "optim.lr=0.05")][0] == "failed"
-    assert status[("trainer.precision=bogus", "optim.lr=0.05")][1].startswith("ValueError: Precision 'bogus' is invalid")
+    assert status[("trainer.precision=bogus", "optim.lr=0.05")][1].startswith(
+        "Lightning refuses trainer.precision=bogus (ValueError: Precision 'bogus' is invalid")
     assert "Traceback" not in "".join(e for _, e in status.values())
     _, rows = job_rows(build_report(sweep))
     assert sorted(r[3] for r in rows) == ["diverged", "failed", "failed", "failed", "failed", "ok"]

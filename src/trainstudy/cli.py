@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from trainstudy.claims import claim_named
+from trainstudy.claims import LOCK, claim_named
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
@@ -23,7 +23,8 @@ from trainstudy.errors import (
 )
 from trainstudy.paths import shown
 from trainstudy.results import read_metrics, write_json
-from trainstudy.sweeps import folder_name, run_name, sweep_keys
+from trainstudy.schema import check_argv
+from trainstudy.sweeps import folder_name, recorded_overrides, run_name, sweep_keys
 from trainstudy.targets import best_key
 
 log = logging.getLogger("trainstudy")
@@ -44,7 +45,7 @@ def job_paths(cfg: DictConfig) -> None:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.tb_dir = str(tb_dir)
         cfg.paths.multirun = hc.mode == RunMode.MULTIRUN
-        cfg.paths.overrides = list(hc.overrides.task)
+        cfg.paths.overrides = recorded_overrides(list(hc.overrides.task))
 
 
 def seconds(value: float) -> str:
@@ -116,6 +117,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     except UserError as e:
         if not cfg.paths.multirun:
             log.error("error: %s", e)
+            if not cfg.get("resume"):
+                discard_unstarted(Path(cfg.paths.output_dir))
             sys.exit(EXIT_USER_ERROR)
         return _record_failure(cfg, str(e))
     except RunInterrupted as e:  # the process is being stopped: a sweep stops with it
@@ -131,6 +134,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     return result
 
 
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove the folder made for a run refused before it began (.hydra/, its log and lock, nothing else):
+    the report would count it as a run that died."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() and run_dir.resolve() != Path.cwd().resolve() else []
+    if entries and all(p.name in (".hydra", LOCK) or p.suffix == ".log" for p in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def reason(e: BaseException) -> str:
     """An error's one-line reason: its root cause (instantiate wraps errors in InstantiationException)."""
     while e.__cause__ is not None:
@@ -141,7 +152,8 @@ def reason(e: BaseException) -> str:
 def _record_failure(cfg: DictConfig, reason: str) -> dict[str, Any]:
     log.error("job failed: %s", reason)
     out = Path(cfg.paths.output_dir)
-    result = {"status": "failed", "error": reason, "overrides": list(HydraConfig.get().overrides.task)}
+    overrides = recorded_overrides(list(HydraConfig.get().overrides.task))
+    result = {"status": "failed", "error": reason, "overrides": overrides}
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", result)
@@ -215,6 +227,7 @@ def command_line(argv: list[str]) -> list[str]:
     """Before Hydra starts: one-line errors for its own composition, ``resume=`` expanded to the run's overrides,
     and the folder the command line names claimed for this process (see claims.py)."""
     install_hydra_one_line_errors()
+    report_user_errors(lambda: check_argv(argv))()
     report_user_errors(lambda: check_launcher(argv))()
     if any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
         from trainstudy.resume import resume_argv

@@ -24,6 +24,7 @@ from trainstudy.losses import StudyLoss
 from trainstudy.models import ACTIVATIONS
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
+HISTOGRAM_LIMIT = 1e20  # the largest |value| torch's SummaryWriter buckets by default (its default_bins)
 
 
 def _activation_after(model: nn.Module, layer: nn.Module) -> nn.Module | None:
@@ -100,9 +101,11 @@ class InitDiagnostics(Callback):
     """Step-0 layer statistics, gradient norms every ``grad_norm_every`` steps, end-of-run histograms and ranks."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, weight_std_target: dict[str, float | None],
-                 grad_norm_every: int = 50):
+                 grad_norm_every: int = 50, end_logged_at: int | None = None):
         self.x, self.y, self.targets = x, y, weight_std_target
         self.grad_norm_every = grad_norm_every
+        # a resumed run that already logged its end at this step (and trains no further) logs it once
+        self.end_logged_at = end_logged_at
         self.layers: list[dict[str, Any]] = []
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,17 +138,21 @@ class InitDiagnostics(Callback):
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # after on_train_end, where the tracker stops the training clock: not counted as training time
         ranks = weight_ranks(module.model)
+        log = bool(trainer.loggers) and trainer.global_step != self.end_logged_at
         for row in self.layers:
             row["weight_rank"] = ranks.get(row["name"])
-            if row["weight_rank"] is not None:
+            if row["weight_rank"] is not None and log:
                 log_scalars(trainer.loggers, {"diag/weight_rank": row["weight_rank"]}, step=row["index"])
-        self._histograms(trainer, module, step=trainer.global_step)
+        if log:
+            self._histograms(trainer, module, step=trainer.global_step)
 
     def _histograms(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
         tb = self._tensorboard(trainer)
         if tb is None:
             return
         for name, layer in init_layers(module.model):
-            if not torch.isfinite(layer.weight).all():
+            # TensorBoard's buckets end at HISTOGRAM_LIMIT: weights beyond it (init.std=1e30) fall in none of
+            # them and its writer raises; such a run diverges, and its histogram would say nothing
+            if not bool(layer.weight.detach().abs().max() <= HISTOGRAM_LIMIT):
                 continue
             tb.add_histogram(f"weights/{name}", layer.weight.detach().float().cpu(), global_step=step)

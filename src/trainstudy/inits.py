@@ -184,15 +184,21 @@ def validate_init(cfg: Mapping[str, Any]) -> None:
         raise UserError(f"init={name} has no parameter {', '.join(sorted(extra))}; "
                         f"its parameters are: {', '.join(sorted(allowed)) or 'none'}")
     p = dict(cfg)
-    for key in allowed & {"value", "a", "b", "mean", "std", "gain", "tol", "max_iter"}:
+    for key in sorted(allowed & {"value", "a", "b", "mean", "std", "gain", "tol", "max_iter"}):  # one order
         if p.get(key) is not None and (isinstance(p[key], bool) or not isinstance(p[key], (int, float))):
             raise UserError(f"init.{key} must be a number, got {p[key]!r} (e.g. init.{key}=0.1)")
+        if p.get(key) is not None and not math.isfinite(p[key]):
+            raise UserError(f"init.{key} must be a finite number, got {p[key]} (e.g. init.{key}=0.1)")
     if p.get("std") is not None and p["std"] <= 0:
         raise UserError(f"init.std must be > 0, got {p['std']} (e.g. init.std=0.01)")
     if p.get("gain") is not None and p["gain"] <= 0:
         raise UserError(f"init.gain must be > 0, got {p['gain']} (e.g. init.gain=1.0)")
     if name in ("uniform", "trunc_normal") and p["a"] >= p["b"]:
         raise UserError(f"init={name} needs init.a < init.b, got a={p['a']} b={p['b']} (e.g. init.a=-0.1 init.b=0.1)")
+    if name == "trunc_normal" and not p["a"] - 2 * p["std"] <= p["mean"] <= p["b"] + 2 * p["std"]:
+        # torch's own limit: further out, the cut keeps (numerically) nothing of the normal to draw from
+        raise UserError(f"init=trunc_normal needs init.mean within 2 init.std of [init.a, init.b], "
+                        f"got mean={p['mean']} std={p['std']} a={p['a']} b={p['b']} (e.g. init.mean=0)")
     if name.startswith("kaiming"):
         if p["mode"] not in FAN_MODES:
             raise UserError(f"init.mode must be fan_in or fan_out, got {p['mode']!r} (e.g. init.mode=fan_out)")

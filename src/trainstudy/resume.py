@@ -10,9 +10,11 @@ hard kill left past the checkpoint are purged, so there is one curve whose steps
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,17 @@ class Checkpointing(Callback):
         self.save(trainer)
 
 
+def check_length(run_dir: Path, extra: list[str]) -> None:
+    """Refuse a trainer.max_steps below the steps the run has done: it would record a length it never had."""
+    given = [a.split("=", 1)[1] for a in extra if a.split("=", 1)[0].lstrip("+~") == "trainer.max_steps"]
+    if not given or not given[-1].lstrip("-").isdigit() or int(given[-1]) == -1:
+        return  # no new length, no limit, or not a number (validate says so)
+    done = read_checkpoint_info(run_dir)["global_step"]
+    if int(given[-1]) < done:
+        raise UserError(f"resume={run_dir} has done {done} steps already, more than trainer.max_steps={given[-1]}; "
+                        f"give trainer.max_steps={done} or more (or leave it out)")
+
+
 def read_checkpoint_info(run_dir: Path) -> dict[str, Any]:
     """What a run's checkpoint says of itself (fingerprint, TensorBoard folder, step), once its weights and
     optimizer state are checked against the checksum written with them."""
@@ -153,6 +166,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     if refused:
         raise UserError(f"resume continues a run as it was configured; only {' / '.join(LENGTH_KEYS)} may change "
                         f"(got {' '.join(refused)})")
+    check_length(run_dir, extra)
     extra_keys = {a.split("=", 1)[0].lstrip("+~") for a in extra}
     original = [o for o in recorded
                 if not o.startswith(("resume=", "hydra.run.dir=")) and o.split("=", 1)[0] not in extra_keys]
@@ -161,3 +175,42 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 def _same_folder(value: str, folder: Path) -> bool:
     return Path(value.strip("'\"")).expanduser().resolve() == folder
+
+
+def keep_csv_rows(logger: Any, up_to_step: int) -> None:
+    """Give a resumed run's CSVLogger back the rows it wrote up to the checkpoint's step.
+
+    Lightning's CSV writer starts its ``metrics.csv`` afresh; rows past the checkpoint (a hard kill's) are
+    dropped, as TensorBoard's ``purge_step`` drops its events, so the file holds one run whose steps go on.
+    """
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with warnings.catch_warnings():  # its warning that the earlier rows will be lost: they are given back here
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        logger.experiment  # noqa: B018 - the writer starts its file here
+    for row in rows:
+        step = int(row.pop("step"))
+        if step <= up_to_step:
+            logger.log_metrics({k: _number(v) for k, v in row.items() if v != ""}, step=step)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def end_logged_at(run_dir: Path) -> int | None:
+    """The step at which a run logged its end (conv/*, diag/*), when its metrics.json says it finished.
+
+    A finished run resumed with nothing left to train ends at that same step: its end is not logged again.
+    """
+    try:
+        result = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result.get("global_step") if result.get("status") in ("ok", "diverged") else None

@@ -68,3 +68,9 @@ def folder_name(name: str, suffix: str = "") -> str:
     room = MAX_NAME_BYTES - len((digest + suffix).encode())
     prefix = name.encode()[:room].decode(errors="ignore")  # never half a UTF-8 character
     return prefix + digest + suffix
+
+
+def recorded_overrides(overrides: list[str]) -> list[str]:
+    """A job's overrides as its records keep them: ``resume=`` says how a run was continued, not what it is
+    (the report groups jobs, and the launcher matches finished ones, by these)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -48,10 +49,13 @@ from trainstudy.results import write_json
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
+    end_logged_at,
     fingerprint,
+    keep_csv_rows,
     read_checkpoint_info,
 )
 from trainstudy.schedulers import build_scheduler, planned_steps, scheduler_name, validate_scheduler
+from trainstudy.schema import build_trainer, check_values
 
 log = logging.getLogger("trainstudy")
 
@@ -81,48 +85,31 @@ def task_of(data_cfg: DictConfig) -> str:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every check that needs no data: run before anything is loaded."""
+    """Every check that needs no data: run before anything is loaded (each key's own values: schema.RULES)."""
+    for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
+        check_arguments(OmegaConf.select(cfg, key), key)
+    check_values(cfg)
     validate_data_cfg(cfg.data)
     validate_model(cfg.model)
     validate_init(cfg.init)
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
-    for key in ("trainer", "optim", "loss.criterion"):  # `+trainer.foo=1` composes; Lightning would refuse it late
-        check_arguments(OmegaConf.select(cfg, key), key)
     debug_plan(cfg.trainer)
     validate_scheduler(cfg)
     validate_callbacks(cfg, classification=task_of(cfg.data) != "regression")
     validate_loggers(cfg)
-    lr = cfg.optim.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-        raise UserError(f"optim.lr must be a number > 0, got {lr!r} (e.g. optim.lr=0.01)")
-    threads = cfg.get("threads", 1)
-    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
-    n = cfg.val_every_n_steps
-    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise UserError(f"val_every_n_steps must be auto or a whole number >= 1, got {n!r} "
-                        "(e.g. val_every_n_steps=10)")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator={accelerator} but this machine has no GPU that torch can use; "
                         "use trainer=default (the GPU when there is one) or trainer=cpu")
     check_writable(Path(cfg.data_dir), "data_dir")
-    for key in ("max_epochs", "max_steps"):
-        value = cfg.trainer.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value == 0 or value < -1):
-            raise UserError(f"trainer.{key} must be a whole number >= 1 (or -1 for no limit), got {value!r}")
     metric = cfg.target.get("metric")
     regression = task_of(cfg.data) == "regression"
     if metric not in (None, "val/acc", "val/loss", "val/mse") or metric == ("val/acc" if regression else "val/mse"):
         raise UserError(f"target.metric must be val/acc (classification), val/mse (regression) or val/loss, "
                         f"got {metric!r}")
     target = cfg.target.get("value")
-    if target is not None:
-        if isinstance(target, bool) or not isinstance(target, (int, float)):
-            raise UserError(f"target.value must be a number, got {target!r}")
-        if target_metric(cfg) == "val/acc" and not 0 < target <= 1:
-            raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
+    if target is not None and target_metric(cfg) == "val/acc" and not 0 < target <= 1:
+        raise UserError(f"target.value={target} is an accuracy here and must lie in (0, 1] (e.g. target.value=0.9)")
 
 
 def set_threads(threads: int | str) -> None:
@@ -179,9 +166,6 @@ def val_interval(cfg: DictConfig, val_samples: int) -> int:
     """The validation interval in steps: val_every_n_steps, or for ``auto`` the finest of AUTO_VAL_STEPS whose
     validation costs at most about a quarter of the training time (10 for the bundled MNIST digits and
     sklearn's sets, 100 for Fashion-MNIST and CIFAR-10 at batch 128)."""
-    threads = cfg.get("threads", 1)
-    if threads != "all" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UserError(f"threads must be a whole number >= 1 or all, got {threads!r} (e.g. threads=2)")
     n = cfg.val_every_n_steps
     if n != "auto":
         return int(n)
@@ -324,10 +308,12 @@ def measure_test(module: StudyModule, splits: DataSplits, device: torch.device |
 def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, layers: list[dict] | None,
                loggers: Sequence[Any], step: int, status: str | None, data_time: float, tb_dir: Path,
                device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
-               world_size: int = 1, test: dict[str, float] | None = None) -> dict[str, Any]:
+               world_size: int = 1, test: dict[str, float] | None = None,
+               log_end: bool = True) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
-    ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary.
+    ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary,
+    as does ``log_end=False`` (a finished run resumed with nothing to train: its logs hold its end already).
     Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
     the others get the content back with ``"rank"`` set, and write nothing.
     ``test``: the test split's metrics (see measure_test), beside the conv/* ones everywhere they go.
@@ -335,10 +321,12 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
     metrics = {**record.summary(), **(test or {})}
     params = hparams(cfg, splits)
     if status is None and rank == 0:
-        log_hparams(loggers, params, metrics, step=step)
+        if log_end:
+            log_hparams(loggers, params, metrics, step=step)
         close(loggers, "success")
     result = {
         "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
+        "global_step": step,
         "run_dir": str(cfg.paths.output_dir),
         "overrides": list(cfg.paths.get("overrides") or []),
         "hparams": params,
@@ -384,12 +372,17 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     resumed = None
     if cfg.get("resume"):
         resumed = read_checkpoint_info(Path(cfg.resume))
+        if cfg.seed is None and resumed.get("seed") is not None:  # seed=null drew this one when the run began
+            with open_dict(cfg):
+                cfg.seed = resumed["seed"]
         if resumed.get("fingerprint") != fingerprint(cfg):
             raise UserError(f"resume={cfg.resume}: its checkpoint was written by another configuration (the run's "
                             "config or trainstudy's defaults changed since); start a new run instead")
-        tb_dir = Path(resumed["tb_dir"])
+        # relative to the run folder (older checkpoints hold an absolute path, which joining keeps)
+        tb_dir = Path(cfg.resume) / resumed["tb_dir"]
+    ended_at = end_logged_at(Path(cfg.resume)) if resumed else None
     set_threads(cfg.threads)
-    if cfg.seed is None:  # seed=null: draw one, and record it like any other
+    if cfg.seed is None:  # seed=null: draw one, and record it like any other (the checkpoint keeps it)
         with open_dict(cfg):
             cfg.seed = int.from_bytes(os.urandom(4), "little") >> 1
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -413,15 +406,20 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
-                                      grad_norm_every=cfg.log_every_n_steps)
+                                      grad_norm_every=cfg.log_every_n_steps, end_logged_at=ended_at)
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps and not plan.fast_dev_run:  # a dry run leaves no checkpoint, as Lightning's
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
-                                       info={"fingerprint": fingerprint(cfg), "tb_dir": str(tb_dir)}))
+                                       info={"fingerprint": fingerprint(cfg), "seed": cfg.seed,
+                                             "tb_dir": os.path.relpath(tb_dir, out_dir)}))
     # a resumed TensorBoard drops the events a hard kill wrote past the checkpoint: the curve goes on from there;
     # fast_dev_run, as Lightning's: no logger, and none of the callbacks that write files or need a logger
     loggers = [] if plan.fast_dev_run else build_loggers(cfg, tb_dir,
                                                          purge_step=resumed["global_step"] + 1 if resumed else None)
+    if resumed:
+        for logger in loggers:
+            if isinstance(logger, CSVLogger):
+                keep_csv_rows(logger, resumed["global_step"])
     progress_bar = sys.stderr.isatty() and cfg.get("progress_bar", True)
     lightning_callbacks = [cb for cb in build_callbacks(cfg, target_metric(cfg), progress_bar)
                            if not (plan.fast_dev_run and isinstance(cb, (ModelCheckpoint, LearningRateMonitor)))]
@@ -430,7 +428,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         total = planned_steps(run_cfg.trainer, steps_per_epoch)
         callbacks.append(StepProgressBar(None if total == float("inf") else int(total), tracker.record))
     profiler = plan.build_profiler(out_dir)
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = build_trainer(lambda: instantiate(
         run_cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_progress_bar=progress_bar,
         profiler=profiler,
         enable_model_summary=False, enable_checkpointing=checkpointing(lightning_callbacks),
@@ -438,7 +436,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         # validation comes every val_every_n_steps, not at an epoch's end: EarlyStopping and ModelCheckpoint
         # then act at on_validation_end, which the tracker calls (Lightning's own loop never runs: no val batches)
         check_val_every_n_epoch=None, val_check_interval=val_every,
-        default_root_dir=str(out_dir))
+        default_root_dir=str(out_dir)), run_cfg.trainer)
     n_params = sum(p.numel() for p in module.parameters())
     say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
     say("data %s (%s): %d train / %d val / %d test (%s), %s task", splits.name, splits.source,
@@ -483,7 +481,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, loggers,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
                             device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
-                            extra=None if loggers else {"tensorboard": False})
+                            extra=None if loggers else {"tensorboard": False},
+                            log_end=trainer.global_step != ended_at)
     if profiler is not None:
         for report in sorted(out_dir.glob("fit-profile*.txt")):
             say("profile of Lightning's hooks (training_step: one group of up to %d steps): %s", group, shown(report))

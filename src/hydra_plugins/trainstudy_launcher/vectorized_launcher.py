@@ -166,12 +166,14 @@ class VectorizedLauncher(Launcher):
 
     # --- re-runs into the same sweep folder ------------------------------------------------------------
     def _metrics(self, job: Job) -> dict[str, Any] | None:
+        from trainstudy.sweeps import recorded_overrides
+
         path = _output_dir(job.config) / "metrics.json"
         try:
             result = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return result if result.get("overrides") == job.overrides else None
+        return result if recorded_overrides(result.get("overrides") or []) == job.overrides else None
 
     def _finished(self, job: Job) -> dict[str, Any] | None:
         """The job's result when an earlier launch into this sweep folder finished it."""
