@@ -442,11 +442,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     say("data %s (%s): %d train / %d val / %d test (%s), %s task", splits.name, splits.source,
         len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.test_source, task)
     say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
-             cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
-             cfg.seed, trainer.strategy.root_device)
+        cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
+        cfg.seed, trainer.strategy.root_device)
     say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
-             " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
-             "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
+        " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
+        "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
     if plan.overfit_batches:  # overfitting is judged on the very samples it trains on
         tracker.x_val, tracker.y_val = overfit_samples(splits, cfg.data.batch_size, cfg.seed, steps_per_epoch,
                                                        trainer.world_size)
