@@ -21,6 +21,7 @@ from trainstudy.errors import (
     install_hydra_one_line_errors,
     report_user_errors,
 )
+from trainstudy.objective import check_sweeper_direction, validate_objective
 from trainstudy.paths import shown
 from trainstudy.results import read_metrics, write_json
 from trainstudy.sweeps import folder_name, run_name, sweep_keys
@@ -112,6 +113,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         if cfg.paths.multirun and (why := local_ddp_reason(cfg)) is not None:
             raise UserError(why)  # a job whose sweep varies trainer.devices: refused alone, the others go on
+        validate_objective(cfg)
         result = train(cfg)
     except UserError as e:
         if not cfg.paths.multirun:
@@ -167,10 +169,17 @@ def local_ddp_reason(cfg: DictConfig) -> str | None:
 
 
 class SweepChecks(Callback):
-    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally)."""
+    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally, an
+    optimizing sweeper going the wrong way)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if (why := local_ddp_reason(config)) is not None:  # Hydra turns a callback's exception into a warning
+        why = local_ddp_reason(config)
+        if why is None:
+            try:
+                check_sweeper_direction(config)
+            except UserError as e:
+                why = str(e)
+        if why is not None:  # Hydra turns a callback's exception into a warning
             sys.stderr.write(f"error: {why}\n")
             sys.exit(EXIT_USER_ERROR)
 
