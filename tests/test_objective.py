@@ -3,14 +3,20 @@ best, the worst value for a diverged or failed job, a direction that matches, an
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import CONF, make_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from test_train import cli
 
+from trainstudy.cli import check_sweeper
 from trainstudy.errors import UserError
 from trainstudy.objective import check_sweeper_direction, direction, objective_value, validate_objective
 from trainstudy.train import train
@@ -81,3 +87,42 @@ def test_a_sweeper_going_the_wrong_way_is_refused() -> None:
     with pytest.raises(UserError, match="is better larger: set hydra.sweeper.direction=maximize$"):
         check_sweeper_direction(wrong)
     check_sweeper_direction(OmegaConf.merge(job, {"hydra": {"sweeper": {"direction": "maximize"}}}))
+
+
+def test_hparams_search_without_the_optuna_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "hydra_plugins.hydra_optuna_sweeper" else find_spec(name, *a))
+    check_sweeper(["init=kaiming", "hparams_search=null"])
+    with pytest.raises(UserError, match=r'^hparams_search=lr_optuna needs .* pip install -e "\.\[optuna\]"$'):
+        check_sweeper(["-m", "hparams_search=lr_optuna"])
+
+
+@pytest.mark.slow
+def test_optuna_sweep_minimizes_steps_to_target(tmp_path: Path, data_dir: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    proc = cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3",
+                "trainer.max_steps=20", "target.value=0.5", "diagnostics=false"], tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    found = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    scores = {}
+    for path in sweep.glob("*/metrics.json"):
+        result = json.loads(path.read_text())
+        lr = next(float(o.split("=", 1)[1]) for o in result["overrides"] if o.startswith("optim.lr="))
+        steps = result["metrics"]["conv/steps_to_target"]
+        scores[lr] = math.inf if steps is None or result["status"] != "ok" else steps
+    assert len(scores) == 3 and all(1e-3 <= lr <= 1.0 for lr in scores)
+    assert found["best_value"] == min(scores.values()) < math.inf  # Optuna minimized exactly what main() returned
+    assert scores[found["best_params"]["optim.lr"]] == found["best_value"]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_with_the_wrong_direction_stops_before_any_job(tmp_path: Path, data_dir: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    proc = cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.direction=maximize"], tmp_path, data_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.direction=maximize but objective=steps_to_target of val/acc is better smaller: "
+        "set hydra.sweeper.direction=minimize")
+    assert not list((tmp_path / "outputs" / "multirun").glob("*/*/metrics.json"))

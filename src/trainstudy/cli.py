@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import signal
@@ -225,6 +226,7 @@ def command_line(argv: list[str]) -> list[str]:
     and the folder the command line names claimed for this process (see claims.py)."""
     install_hydra_one_line_errors()
     report_user_errors(lambda: check_launcher(argv))()
+    report_user_errors(lambda: check_sweeper(argv))()
     if any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
         from trainstudy.resume import resume_argv
 
@@ -240,6 +242,15 @@ def check_launcher(argv: list[str]) -> None:
         raise UserError(f"hydra/launcher={launcher} needs a SLURM cluster and this machine has no srun; run the "
                         "sweep on the cluster, or here with hydra/launcher=submitit_local (the same code path, as "
                         "local processes) or hydra/launcher=joblib")
+
+
+def check_sweeper(argv: list[str]) -> None:
+    """An hparams_search preset without its sweeper installed: say which extra to install (Hydra would only say
+    that hydra/sweeper has no option optuna)."""
+    search = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hparams_search=")), None)
+    if search not in (None, "null") and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise UserError(f"hparams_search={search} needs Hydra's Optuna sweeper, which is not installed: "
+                        "pip install -e \".[optuna]\"")
 
 
 def exit_status() -> int:
