@@ -11,11 +11,12 @@ import hydra
 from omegaconf import DictConfig
 
 from trainstudy.cli import command_line, exit_status, run
+from trainstudy.objective import objective_value
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float:
+    return objective_value(cfg, run(cfg))  # what a sweeper that optimizes (hparams_search=lr_optuna) reads
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import signal
@@ -21,6 +22,7 @@ from trainstudy.errors import (
     install_hydra_one_line_errors,
     report_user_errors,
 )
+from trainstudy.objective import check_sweeper_direction, validate_objective
 from trainstudy.paths import shown
 from trainstudy.results import read_metrics, write_json
 from trainstudy.schema import check_argv
@@ -113,6 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         if cfg.paths.multirun and (why := local_ddp_reason(cfg)) is not None:
             raise UserError(why)  # a job whose sweep varies trainer.devices: refused alone, the others go on
+        validate_objective(cfg)
         result = train(cfg)
     except UserError as e:
         if not cfg.paths.multirun:
@@ -179,10 +182,17 @@ def local_ddp_reason(cfg: DictConfig) -> str | None:
 
 
 class SweepChecks(Callback):
-    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally)."""
+    """At the start of a sweep, before any job: refuse what no job of it could do (several devices locally, an
+    optimizing sweeper going the wrong way)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if (why := local_ddp_reason(config)) is not None:  # Hydra turns a callback's exception into a warning
+        why = local_ddp_reason(config)
+        if why is None:
+            try:
+                check_sweeper_direction(config)
+            except UserError as e:
+                why = str(e)
+        if why is not None:  # Hydra turns a callback's exception into a warning
             sys.stderr.write(f"error: {why}\n")
             sys.exit(EXIT_USER_ERROR)
 
@@ -229,6 +239,7 @@ def command_line(argv: list[str]) -> list[str]:
     install_hydra_one_line_errors()
     report_user_errors(lambda: check_argv(argv))()
     report_user_errors(lambda: check_launcher(argv))()
+    report_user_errors(lambda: check_sweeper(argv))()
     if any(a.startswith("resume=") for a in argv):  # resume.py brings Lightning (its checkpoint callback)
         from trainstudy.resume import resume_argv
 
@@ -244,6 +255,15 @@ def check_launcher(argv: list[str]) -> None:
         raise UserError(f"hydra/launcher={launcher} needs a SLURM cluster and this machine has no srun; run the "
                         "sweep on the cluster, or here with hydra/launcher=submitit_local (the same code path, as "
                         "local processes) or hydra/launcher=joblib")
+
+
+def check_sweeper(argv: list[str]) -> None:
+    """An hparams_search preset without its sweeper installed: say which extra to install (Hydra would only say
+    that hydra/sweeper has no option optuna)."""
+    search = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hparams_search=")), None)
+    if search not in (None, "null") and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise UserError(f"hparams_search={search} needs Hydra's Optuna sweeper, which is not installed: "
+                        "pip install -e \".[optuna]\"")
 
 
 def exit_status() -> int:

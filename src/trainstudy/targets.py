@@ -1,9 +1,12 @@
-"""What reaching a target and "best" mean, as pure functions over a validation curve; light (no torch), so the
-report and the command line use the very same definitions as the tracker without importing it."""
+"""What reaching a target and "best" mean, as pure functions over a validation curve, and which metric a config
+targets; light (no torch), so the report and the command line use the very same definitions as the tracker
+without importing it."""
 
 from __future__ import annotations
 
 import math
+
+from omegaconf import DictConfig
 
 
 def reached(metric: str, value: float, target: float) -> bool:
@@ -32,3 +35,15 @@ def best_value(curve: list[dict[str, float]], metric: str) -> float | None:
 def best_key(metric: str) -> str:
     """The metrics.json key of a validation metric's best value: val/mse -> conv/best_val_mse."""
     return "conv/best_" + metric.replace("/", "_")
+
+
+def task_of(data_cfg: DictConfig) -> str:
+    """The task a data config declares (binary when it names positive classes)."""
+    if data_cfg.get("task") == "regression":
+        return "regression"
+    return "binary" if data_cfg.get("positive_classes") else "multiclass"
+
+
+def target_metric(cfg: DictConfig) -> str:
+    """val/acc for classification, val/loss for regression, unless target.metric says otherwise."""
+    return cfg.target.get("metric") or ("val/loss" if task_of(cfg.data) == "regression" else "val/acc")

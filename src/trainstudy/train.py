@@ -56,6 +56,7 @@ from trainstudy.resume import (
 )
 from trainstudy.schedulers import build_scheduler, planned_steps, scheduler_name, validate_scheduler
 from trainstudy.schema import build_trainer, check_values
+from trainstudy.targets import target_metric, task_of
 
 log = logging.getLogger("trainstudy")
 
@@ -75,13 +76,6 @@ class RunInterrupted(Exception):
                          if finished else f"interrupted ({signal_name}) at step {step}; continue with: "
                          f"python train.py resume={run_dir}")
         self.signal_name = signal_name
-
-
-def task_of(data_cfg: DictConfig) -> str:
-    """The task a data config declares (binary when it names positive classes)."""
-    if data_cfg.get("task") == "regression":
-        return "regression"
-    return "binary" if data_cfg.get("positive_classes") else "multiclass"
 
 
 def validate(cfg: DictConfig) -> None:
@@ -126,11 +120,6 @@ def check_writable(folder: Path, key: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{key}={folder} cannot be created ({e.strerror}); use {key}=<a writable folder>") from None
-
-
-def target_metric(cfg: DictConfig) -> str:
-    """val/acc for classification, val/loss for regression, unless target.metric says otherwise."""
-    return cfg.target.get("metric") or ("val/loss" if task_of(cfg.data) == "regression" else "val/acc")
 
 
 def hparams(cfg: DictConfig, splits: DataSplits | None = None) -> dict[str, Any]:

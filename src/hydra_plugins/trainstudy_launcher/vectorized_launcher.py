@@ -222,10 +222,12 @@ def _with_paths(job: Job, taken: set[str]) -> DictConfig:
     return cfg
 
 
-def _reporting(result: dict[str, Any], how: str) -> Callable[[DictConfig], dict[str, Any]]:
-    """A task function that reports a result trained elsewhere, into the job's own log."""
-    def task(_cfg: DictConfig) -> dict[str, Any]:
+def _reporting(result: dict[str, Any], how: str) -> Callable[[DictConfig], float]:
+    """A task function that reports a result trained elsewhere, into the job's own log; it returns what train.py's
+    main would (the run's objective), so a sweeper reads the same number either way."""
+    def task(cfg: DictConfig) -> float:
         from trainstudy.cli import end_line
+        from trainstudy.objective import objective_value
 
         logger = logging.getLogger("trainstudy")
         h = result.get("hparams") or {}
@@ -233,6 +235,6 @@ def _reporting(result: dict[str, Any], how: str) -> Callable[[DictConfig], dict[
                     h.get("init"), h.get("loss"), h.get("optim"), h.get("lr", 0), h.get("seed"), result.get("device"))
         if result.get("metrics"):
             logger.info(end_line(result))
-        return result
+        return objective_value(cfg, result)
 
     return task
