@@ -207,7 +207,7 @@ def test_csv_logger_resume_keeps_the_earlier_rows(tmp_path: Path, data_dir: Path
     run = tmp_path / "run"
     run_in(run, ["logger=csv", "trainer.max_steps=20"], data_dir)
     run_in(run, ["logger=csv", "trainer.max_steps=30", f"resume={run}"], data_dir)
-    with (run / "tb" / "metrics.csv").open(newline="") as f:
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows if r["train/loss"]] == list(range(1, 31))
 

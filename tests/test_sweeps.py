@@ -30,6 +30,7 @@ from trainstudy.train import validate
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["trainer.max_steps=4", "val_every_n_steps=2"]
 SHORTER = {"fair_lr": ["optim.lr=0.1,1.0"]}  # the shortened run: 2 of its lrs (every job validates above)
+STEPS = {"warmup": 51}  # a warmup of 50 steps needs a run longer than that (a shorter one is refused)
 
 
 def preset_params(name: str) -> dict[str, list[str]]:
@@ -96,7 +97,8 @@ def test_preset_cfg_job_and_a_shortened_run(name: str, tmp_path: Path, data_dir:
     assert job["model"] == OmegaConf.to_container(make_cfg([f"experiment={name}"]).model)
 
     shorter = SHORTER.get(name, [])
-    proc = cli(["-m", f"experiment={name}", "seed=0", "trainer.max_steps=3", "val_every_n_steps=3", *shorter],
+    proc = cli(["-m", f"experiment={name}", "seed=0", f"trainer.max_steps={STEPS.get(name, 3)}", "val_every_n_steps=3",
+                *shorter],
                tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)

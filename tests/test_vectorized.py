@@ -117,8 +117,8 @@ def test_group_trains_each_member_as_its_job_alone(case: str, tmp_path: Path, da
 
 
 @pytest.mark.parametrize("init", ["xavier_uniform", "lsuv", "fixed"])
-def test_member_init_is_the_ordinary_runs_init_bit_for_bit(init: str, data_dir: Path) -> None:
-    cfg = make_cfg(["data=digits", f"init={init}", "seed=7", f"data_dir={data_dir}"])
+def test_member_init_is_the_ordinary_runs_init_bit_for_bit(init: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = make_cfg(["data=digits", f"init={init}", "seed=7", f"data_dir={data_dir}"], tmp_path)  # a member logs
     L.seed_everything(7, verbose=False)
     splits = load_data(cfg.data, cfg.data_dir)
     alone, _ = build(cfg, splits)
