@@ -213,7 +213,7 @@ class ConvergenceTracker(Callback):
         if not self._pending:
             return True
         losses, counts = self._global(trainer, torch.stack(self._pending).float(), self._pending_samples)
-        for n in counts:  # before the clear below: on one device counts is _pending_samples itself
+        for n in counts:
             self._samples += n
             self.state.samples.append(self._samples)
         first = len(self.state.losses) + 1
@@ -238,7 +238,7 @@ class ConvergenceTracker(Callback):
         flush, at the same steps on every rank). Every rank then holds the same record, and, since DDP keeps the
         weights equal, validates to the same numbers and stops at the same step."""
         if trainer.world_size == 1:
-            return losses.tolist(), list(counts)  # a copy: the caller clears its pending list before reading these
+            return losses.tolist(), list(counts)  # a copy: the caller clears its pending list
         n = torch.tensor(counts, dtype=losses.dtype, device=losses.device)
         total = trainer.strategy.reduce(torch.stack([losses * n, n]), reduce_op="sum")
         return (total[0] / total[1]).tolist(), [round(c) for c in total[1].tolist()]
