@@ -75,19 +75,23 @@ def fresh_folder(pattern: str) -> str:
     raise UserError(f"{pattern}: 10,000 folders of that name exist; clean up outputs/")
 
 
+def given(argv: list[str], key: str, default: str | None = None) -> str | None:
+    """The value the command line gives ``key`` (its last ``key=value``, as Hydra takes it), else ``default``."""
+    return next((a[len(key) + 1:] for a in reversed(argv) if a.startswith(f"{key}=")), default)
+
+
 def claim_named(argv: list[str]) -> None:
     """Before Hydra writes anything: lock the folder a command line names (hydra.run.dir, or hydra.sweep.dir
     with -m). Rank 1 of a DDP run, which Lightning starts with its rank 0's folder, claims nothing."""
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return
-    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
-    value = next((a[len(key):] for a in reversed(argv) if a.startswith(key)), None)
+    sweep = "-m" in argv or "--multirun" in argv
+    value = given(argv, "hydra.sweep.dir" if sweep else "hydra.run.dir")
     value = value.strip("'\"") if value else value
     if not value or "${" in value:  # an interpolation is Hydra's to resolve
         return
     folder = Path(value).expanduser()
-    launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), "basic")
-    if key == "hydra.sweep.dir=" and (folder / "multirun.yaml").exists() and launcher != "vectorized":
+    if sweep and (folder / "multirun.yaml").exists() and given(argv, "hydra/launcher", "basic") != "vectorized":
         # the basic and joblib launchers would write over its job folders and leave the rest as they were
         raise UserError(f"hydra.sweep.dir={value} holds an earlier sweep; give a new folder (or continue that "
                         "sweep with hydra/launcher=vectorized, which skips its finished jobs)")

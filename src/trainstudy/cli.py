@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from trainstudy.claims import LOCK, claim_named
+from trainstudy.claims import LOCK, claim_named, given
 from trainstudy.errors import (
     EXIT_USER_ERROR,
     UserError,
@@ -250,7 +250,7 @@ def command_line(argv: list[str]) -> list[str]:
 
 def check_launcher(argv: list[str]) -> None:
     """A SLURM launcher off a cluster: one line before Hydra starts (submitit would raise a traceback)."""
-    launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), None)
+    launcher = given(argv, "hydra/launcher")
     if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
         raise UserError(f"hydra/launcher={launcher} needs a SLURM cluster and this machine has no srun; run the "
                         "sweep on the cluster, or here with hydra/launcher=submitit_local (the same code path, as "
@@ -260,7 +260,7 @@ def check_launcher(argv: list[str]) -> None:
 def check_sweeper(argv: list[str]) -> None:
     """An hparams_search preset without its sweeper installed: say which extra to install (Hydra would only say
     that hydra/sweeper has no option optuna)."""
-    search = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hparams_search=")), None)
+    search = given(argv, "hparams_search")
     if search not in (None, "null") and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
         raise UserError(f"hparams_search={search} needs Hydra's Optuna sweeper, which is not installed: "
                         "pip install -e \".[optuna]\"")
