@@ -165,7 +165,7 @@ def seed_means(table: Sequence[dict[str, Any]]) -> dict[tuple[int, str, int], tu
 def plot_coord_check(table: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any]], stem: Path,
                      title: str) -> list[Path]:
     """One log-log panel per step (width on x, mean |act| over seeds on y, a line per layer, its slope in the
-    legend); written as ``stem``.png (150 dpi) and .svg. Returns the paths."""
+    legend, a dashed ∝ width line for scale); written as ``stem``.png (150 dpi) and .svg. Returns the paths."""
     means = seed_means(table)
     steps = sorted({k[2] for k in means})
     slope_of = {(s["layer"], s["step"]): s["slope"] for s in slopes}
@@ -174,13 +174,18 @@ def plot_coord_check(table: Sequence[dict[str, Any]], slopes: Sequence[dict[str,
     cmap = colormaps["tab10"]
     fig = Figure(figsize=(3.2 * len(steps) + 0.6, 3.6))
     axes = fig.subplots(1, len(steps), sharey=True, squeeze=False)[0]
+    all_widths = sorted({r["width"] for r in table})
     for ax, step in zip(axes, steps):
+        lowest = math.inf
         for i, (layer, name) in enumerate(names):
             widths, values = means[(layer, name, step)]
             kept = [(w, v) for w, v in zip(widths, values) if v > 0 and math.isfinite(v)]
-            slope = slope_of.get((layer, step), math.nan)
+            lowest = min([lowest, *(v for _, v in kept)])
             ax.plot([w for w, _ in kept], [v for _, v in kept], marker="o", ms=3, color=cmap(i % cmap.N),
-                    label=f"{name} ({slope:+.2f})")
+                    label=f"{name} ({slope_of.get((layer, step), math.nan):+.2f})")
+        if math.isfinite(lowest):
+            ax.plot(all_widths, [lowest * w / all_widths[0] for w in all_widths], ls="--", lw=0.8, color="gray",
+                    label="∝ width")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"step {step}", fontsize=10)
