@@ -42,6 +42,14 @@ def test_the_table_has_a_row_per_width_layer_step_seed(data_dir) -> None:
     assert all(at[(w, n, 2, s)] != at[(w, n, 0, s)] for w, n, _, s in keys)
 
 
+@pytest.mark.parametrize("overrides", [["init=lsuv", "loss=mse"], ["init=orthogonal", "loss=bce", "model.activation=tanh"]])
+def test_any_init_and_loss(data_dir, overrides) -> None:
+    """The model, init (lsuv on the batch), loss and optimizer come from the config like a run's."""
+    table = coord_check(cfg_for(data_dir, "optim=adam", *overrides), [8, 16], steps=1, seeds=[3])
+    assert len(table) == 2 * 3 * 2 and {r["seed"] for r in table} == {3}
+    assert all(math.isfinite(r["mean_abs_act"]) and r["mean_abs_act"] > 0 for r in table)
+
+
 def test_step_t_is_after_t_steps(data_dir) -> None:
     """With lr 0 nothing moves: every step's activations are step 0's; and step 0 is before any step, so it
     is the same for every optimizer."""
@@ -112,6 +120,8 @@ def test_the_script_writes_the_tables_and_figures(data_dir, tmp_path, capsys) ->
     (["model.depth=0"], "model.width does not change model=mlp"),
     (["--widths", "64"], "at least two widths"),
     (["--seeds", "0"], "--seeds must be >= 1"),
+    pytest.param(["data=mnist", "data.source=bundled", "model=cnn"], "model.width does not change model=cnn",
+                 marks=pytest.mark.slow, id="lenet"),  # LeNet-5's sizes are fixed
 ])
 def test_mistakes_are_user_errors(data_dir, tmp_path, args, needle) -> None:
     with pytest.raises(UserError, match=needle):
