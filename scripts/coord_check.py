@@ -62,7 +62,8 @@ def main(argv: list[str]) -> int:
     write_csv(table, stem.with_name(f"{args.name}.csv"), COLUMNS)
     write_csv(slopes, stem.with_name(f"{args.name}_slopes.csv"), list(slopes[0]))
     lr = cfg.optim.get("lr")
-    title = (f"{cfg.model.name} ({cfg.model.get('activation', '')}, depth {cfg.model.get('depth')}) on {cfg.data.name}, "
+    title = (f"{cfg.model.name} ({cfg.model.get('activation', '')}, depth {cfg.model.get('depth')}) "
+             f"on {cfg.data.name}, "
              f"init={cfg.init.name}, loss={cfg.loss.name}, {cfg.optim._target_.rsplit('.', 1)[-1]} lr={lr}, "
              f"{args.seeds} seed{'s' if args.seeds > 1 else ''}")
     figures = plot_coord_check(table, slopes, stem, title)

@@ -42,7 +42,8 @@ def test_the_table_has_a_row_per_width_layer_step_seed(data_dir) -> None:
     assert all(at[(w, n, 2, s)] != at[(w, n, 0, s)] for w, n, _, s in keys)
 
 
-@pytest.mark.parametrize("overrides", [["init=lsuv", "loss=mse"], ["init=orthogonal", "loss=bce", "model.activation=tanh"]])
+@pytest.mark.parametrize("overrides", [["init=lsuv", "loss=mse"],
+                                       ["init=orthogonal", "loss=bce", "model.activation=tanh"]])
 def test_any_init_and_loss(data_dir, overrides) -> None:
     """The model, init (lsuv on the batch), loss and optimizer come from the config like a run's."""
     table = coord_check(cfg_for(data_dir, "optim=adam", *overrides), [8, 16], steps=1, seeds=[3])

@@ -1,11 +1,11 @@
-"""Width scaling: the coordinate check of μP (Yang et al. 2022, microsoft/mup), for any config's init, loss and optimizer.
+"""Width scaling: μP's coordinate check (Yang et al. 2022, microsoft/mup) for any config's init, loss, optimizer.
 
 A network is trained for a few steps at each of several widths, on one fixed batch, and the mean absolute value
 of each layer's activations (its "coordinates") is recorded before every step and after the last. Under a
 parametrization that transfers across widths every layer's coordinates stay the same size as the width grows;
 under standard parametrization (SP) with Adam the hidden layers that read a width-sized input and the readout's
 logits grow ∝ width after one step: Adam's first step moves every weight by about lr (the sign of its
-gradient), and a unit sums ``fan_in`` of those moves, all aligned with its input.
+gradient, correlated with the unit's input), and a unit sums ``fan_in`` of those moves times its inputs.
 
 Measure into a tidy table (a row per width, layer, step, seed), fit a slope per layer from the table, plot
 from the table.
@@ -37,7 +37,7 @@ COLUMNS = ("width", "layer", "name", "step", "seed", "mean_abs_act")
 # (slope 0, what μP keeps at every step) and coordinates ∝ width (slope 1, SP + Adam's readout after one step).
 # Over widths 64 … 2048 a slope of 0.5 means coordinates √32 ≈ 5.7× larger at the widest than at the narrowest.
 GROWTH_THRESHOLD = 0.5
-NONLINEARITIES = tuple({type(make()) for make in ACTIVATIONS.values()})
+ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
 
 
 def watched_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -51,8 +51,8 @@ def watched_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             watched.append(("readout", layer))
             break
         after = modules[modules.index(layer) + 1:]
-        nxt = next((m for m in after if isinstance(m, INIT_LAYERS + NONLINEARITIES)), layer)
-        watched.append((f"hidden {i + 1}", nxt if isinstance(nxt, NONLINEARITIES) else layer))
+        nxt = next((m for m in after if isinstance(m, INIT_LAYERS + ACTIVATION_TYPES)), layer)
+        watched.append((f"hidden {i + 1}", nxt if isinstance(nxt, ACTIVATION_TYPES) else layer))
     return watched
 
 
@@ -104,11 +104,8 @@ def coord_check(cfg: DictConfig, widths: Sequence[int], steps: int, seeds: Seque
         pick = torch.randperm(len(splits.x_train), generator=torch.Generator().manual_seed(seed))[:batch_size]
         x, y = splits.x_train[pick], splits.y_train[pick]
         for width in widths:
-            model_cfg = cfg.model.copy()
-            with open_dict(model_cfg):
-                model_cfg.width = int(width)
             torch.manual_seed(seed)
-            model = build_model(model_cfg, splits.input_shape, n_out)
+            model = build_model(at_width(cfg.model, width), splits.input_shape, n_out)
             apply_init(model, cfg.init, getattr(model, "activation", None), x)
             optimizer = instantiate(cfg.optim)(model.parameters())
             for row in measure(model, loss, optimizer, x, y, steps):
@@ -116,15 +113,21 @@ def coord_check(cfg: DictConfig, widths: Sequence[int], steps: int, seeds: Seque
     return [{k: r[k] for k in COLUMNS} for r in table]
 
 
+def at_width(model_cfg: DictConfig, width: int) -> DictConfig:
+    """A copy of a model config with ``width`` as its model.width."""
+    resized = model_cfg.copy()
+    with open_dict(resized):
+        resized.width = int(width)
+    return resized
+
+
 def _check_width_matters(cfg: DictConfig, input_shape: tuple[int, ...], n_out: int, widths: Sequence[int]) -> None:
     """Stop a model whose size model.width does not change (model=linear, a depth-0 MLP, LeNet on 28x28)."""
     sizes = []
     for width in (min(widths), max(widths)):
-        model_cfg = cfg.model.copy()
-        with open_dict(model_cfg):
-            model_cfg.width = int(width)
         with torch.device("meta"):
-            sizes.append(sum(p.numel() for p in build_model(model_cfg, input_shape, n_out).parameters()))
+            model = build_model(at_width(cfg.model, width), input_shape, n_out)
+        sizes.append(sum(p.numel() for p in model.parameters()))
     if sizes[0] == sizes[1]:
         depth = cfg.model.get("depth")
         raise UserError(f"model.width does not change model={cfg.model.name}"
