@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threshold", type=float, default=GROWTH_THRESHOLD,
                         help=f"a slope above it flags a layer as growing with width (default: {GROWTH_THRESHOLD}: "
                              "halfway between width-stable, 0, and growing like width, 1)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/coord_check"), help="the folder written to")
+    parser.add_argument("--out", type=Path, default=Path("outputs/coord_check"), help="the folder written to (default: outputs/coord_check)")
     parser.add_argument("--name", default="coord_check", help="the files' name (default: coord_check)")
     args, overrides = parser.parse_known_args(argv)
     if args.seeds < 1:
