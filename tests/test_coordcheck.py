@@ -10,7 +10,8 @@ import math
 import pytest
 from conftest import ROOT, make_cfg
 
-from trainstudy.coordcheck import COLUMNS, GROWTH_THRESHOLD, coord_check, fit_slopes, watched_layers
+from trainstudy.coordcheck import (COLUMNS, GROWTH_THRESHOLD, coord_check, fit_slopes, plot_coord_check,
+                                   watched_layers)
 from trainstudy.errors import UserError
 from trainstudy.models import mlp
 
@@ -79,6 +80,15 @@ def test_slopes_fit_a_known_power_law() -> None:
     assert flat["slope"] == pytest.approx(0.0, abs=1e-9) and not flat["grows"]
     assert math.isnan(dead["slope"]) and not dead["grows"] and dead["widths"] == 1
     assert not slope(fit_slopes(table, threshold=0.9), "readout", 1)["grows"]
+
+
+def test_the_figure_is_the_same_file_for_the_same_table(tmp_path) -> None:
+    table = [{"width": w, "layer": 1, "name": "readout", "step": t, "seed": 0, "mean_abs_act": w ** t}
+             for w in (8, 16) for t in (0, 1)]
+    first = plot_coord_check(table, fit_slopes(table), tmp_path / "a", "title")
+    second = plot_coord_check(table, fit_slopes(table), tmp_path / "b", "title")
+    assert [p.suffix for p in first] == [".png", ".svg"]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(first, second))
 
 
 def test_sp_adam_readout_grows_with_width_and_nothing_grows_at_init(data_dir) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, open_dict
 from scipy import stats
@@ -200,5 +201,6 @@ def plot_coord_check(table: Sequence[dict[str, Any]], slopes: Sequence[dict[str,
     fig.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    with rc_context({"svg.hashsalt": "coord_check"}):  # the same table gives the same file: fixed ids, no date
+        fig.savefig(paths[1], metadata={"Date": None})
     return paths
