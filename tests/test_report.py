@@ -20,7 +20,6 @@ from trainstudy.errors import UserError
 from trainstudy.report import (
     act_std_curves,
     build_report,
-    group_rows,
     job_rows,
     markdown_table,
     write_report,

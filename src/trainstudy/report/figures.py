@@ -281,6 +281,7 @@ def act_std_figure(report: Report) -> Figure | None:
         linthresh = 10 ** math.floor(math.log10(min(positive))) if positive else 1.0
         ax.set_yscale("symlog", linthresh=linthresh, linscale=0.5)
         ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0.5)  # layers are numbered from 1
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (1 = first Linear/Conv)")
         ax.set_ylabel("activation std at init")
