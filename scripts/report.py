@@ -4,9 +4,10 @@
     python scripts/report.py outputs/runs                                   # single runs side by side
     python scripts/report.py <sweep> --out docs/studies/deep_relu          # write the files elsewhere
 
-Writes report.md (groups sorted by steps to target, mean ± std over seeds, every job's status),
-report.csv and PNG plots (validation curve per group, steps to target, activation std against depth)
-into the folder, and prints the table.
+Writes report.md (groups sorted by steps to target, mean ± std over seeds, every job's status) and the
+same as a self-contained report.html, report.csv (per group), jobs.csv (per job), curves.csv (per job, step
+and metric), and figures as PNG + SVG (validation curve and train loss per group, steps to target,
+activation std against depth) into the folder, and prints the table.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from trainstudy.report.jobs import Group, Report
+from trainstudy.report.jobs import Group, Report, Stat
 
 
 def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -20,13 +20,24 @@ def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         n = len(g.trained)
         steps = g.steps.text(integer=True) if g.reached else ("not reached" if n else "—")
         row = [g.name, f"{g.reached}/{n}", steps, g.stat("conv/time_to_target_s").text(2),
-               g.best.text(3), g.stat("conv/loss_auc").text(3), f"{g.count('diverged')}/{n}"]
+               g.best.text(3), _loss_auc(g), f"{g.count('diverged')}/{n}"]
         if ranks:
             row.append(g.hidden_rank.text(3))
         if test:
             row.append(g.stat(test).text(3))
         rows.append(row + [f"{g.failed}/{len(g.finished)}"])
     return header, rows
+
+
+def _loss_auc(g: Group) -> str:
+    """The mean training loss over the seeds that did not diverge (a diverged one's is ~1e30: no number),
+    "diverged" when none is left."""
+    diverged = g.count("diverged")
+    kept = Stat([float(j.metrics["conv/loss_auc"]) for j in g.trained
+                 if j.status != "diverged" and j.metrics.get("conv/loss_auc") is not None])
+    if diverged and not kept.values:
+        return "diverged"
+    return kept.text(3) + (f" ({diverged} diverged)" if diverged else "")
 
 
 def job_rows(report: Report) -> tuple[list[str], list[list[str]]]:
