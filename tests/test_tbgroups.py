@@ -155,3 +155,8 @@ def test_a_report_that_cannot_be_written_is_one_warning(tmp_path: Path, caplog: 
     (record,) = caplog.records
     assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
     assert "report was not written" in record.getMessage() and record.exc_info is None
+
+
+def test_the_tensorboard_script_prints_the_same_first_page() -> None:
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "tensorboard.sh").read_text()
+    assert f"?tagFilter={urllib.parse.quote(CURVES_FILTER, safe='')}#timeseries" in script
