@@ -4,10 +4,11 @@
     python scripts/report.py outputs/runs                                   # single runs side by side
     python scripts/report.py <sweep> --out docs/studies/deep_relu          # write the files elsewhere
 
-Writes report.md (groups sorted by steps to target, mean ± std over seeds, every job's status) and the
-same as a self-contained report.html, report.csv (per group), jobs.csv (per job), curves.csv (per job, step
-and metric), and figures as PNG + SVG (validation curve and train loss per group, steps to target,
-activation std against depth) into the folder, and prints the table.
+Writes report.md (groups sorted by steps to target, every job's status) and the same as a self-contained
+report.html, report.csv (per group), jobs.csv (per job), curves.csv (per job, step and metric), and figures as
+PNG + SVG (validation curve and train loss per group, steps to target, activation std against depth) into the
+folder, and prints the table. For a sweep, also its TensorBoard views: one run per group under
+<sweep>/tb/groups/ (mean ± sample std over seeds, a Custom Scalars chart each) and the HParams experiment.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from trainstudy.report import (
     unreadable_lines,
     write_report,
 )
+from trainstudy.report.tbgroups import GROUPS, tensorboard_url, write_tensorboard
 
 
 def main(argv: list[str]) -> int:
@@ -39,6 +41,7 @@ def main(argv: list[str]) -> int:
     try:
         report = build_report(args.folder, best_of=args.best_of or None)
         written = write_report(report, args.out)
+        tensorboard = write_tensorboard(report)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -49,6 +52,10 @@ def main(argv: list[str]) -> int:
     if picked:
         print(f"\nbest {report.best_of}:", markdown_table(*picked), sep="\n")
     print(f"\nwrote {', '.join(str(p) for p in written.values())}")
+    if tensorboard.get("groups"):
+        print(f"TensorBoard: {len(tensorboard['groups'])} group runs (mean ± sample std over seeds) in "
+              f"{report.root / 'tb' / GROUPS}, the HParams experiment in {report.root / 'tb'}; "
+              f"tensorboard --logdir {report.root / 'tb'}, then open {tensorboard_url()}")
     return 0
 
 

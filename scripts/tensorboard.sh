@@ -12,5 +12,6 @@ if [ -z "$sweep" ] || [ ! -d "$sweep" ]; then
 fi
 logdir="$sweep"
 [ -d "$sweep/tb" ] && logdir="$sweep/tb"
-echo "tensorboard --logdir $logdir on http://127.0.0.1:${PORT:-6006}" >&2
+# the first page filtered to the curves (tagFilter: report/tbgroups.py's CURVES_FILTER, ^(train|val)/)
+echo "tensorboard --logdir $logdir on http://127.0.0.1:${PORT:-6006}/?tagFilter=%5E%28train%7Cval%29%2F#timeseries" >&2
 exec tensorboard --logdir "$logdir" --host 127.0.0.1 --port "${PORT:-6006}"

@@ -21,8 +21,8 @@ from trainstudy.targets import best_value, steps_to_target
 from trainstudy.train import AUTO_VAL_STEPS, train, val_interval
 
 SHORT = ["data=digits", "trainer.max_steps=40", "val_every_n_steps=4", "progress_bar=false"]
-CONV_METRICS = {"conv/reached", "conv/steps_to_target", "conv/samples_to_target", "conv/time_to_target_s",
-                "conv/loss_auc", "conv/final_val_loss", "conv/diverged", "conv/diverged_step", "conv/steps",
+CONV_METRICS = {"conv/reached", "conv/steps_to_target", "conv/steps_observed", "conv/samples_to_target",
+                "conv/time_to_target_s", "conv/loss_auc", "conv/final_val_loss", "conv/diverged", "conv/diverged_step", "conv/steps",
                 "conv/train_time_s", "conv/best_val_acc", "conv/best_val_loss", "conv/final_val_acc"}
 TEST_METRICS = {"test/acc", "test/loss"}  # once, at the end, beside conv/* everywhere they go
 
@@ -62,7 +62,7 @@ def test_steps_to_target_is_the_first_logged_validation_at_or_over_the_target(tm
     acc = scalars(tmp_path / "run" / "tb")["val/acc"]
     expected = next(step for step, value in acc if value >= 0.8)
     m = result["metrics"]
-    assert m["conv/steps_to_target"] == expected > 0
+    assert m["conv/steps_to_target"] == m["conv/steps_observed"] == expected > 0
     assert expected * cfg.data.batch_size < 1617  # still in the first epoch of digits' 1,617 training samples
     assert m["conv/samples_to_target"] == expected * cfg.data.batch_size
     assert 0 < m["conv/time_to_target_s"] <= m["conv/train_time_s"]
@@ -75,6 +75,7 @@ def test_unreached_target_is_reported_as_such(tmp_path: Path, data_dir: Path) ->
     m = train(make_cfg([*SHORT, f"data_dir={data_dir}", "target.value=1.0", "trainer.max_steps=8"], tmp_path))["metrics"]
     assert m["conv/reached"] == 0
     assert m["conv/steps_to_target"] is m["conv/time_to_target_s"] is m["conv/samples_to_target"] is None
+    assert m["conv/steps_observed"] == m["conv/steps"] == 8  # censored at the steps it made
 
 
 def test_stop_on_reach_ends_the_run_at_the_target(tmp_path: Path, data_dir: Path) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_cfg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainstudy.diagnostics import layer_statistics, weight_ranks
+from trainstudy.diagnostics import InitDiagnostics, histogram_every, layer_statistics, weight_ranks
 from trainstudy.inits import apply_init, apply_lsuv
 from trainstudy.losses import build_loss
 from trainstudy.models import mlp
@@ -88,3 +90,35 @@ def test_constant_init_collapses_hidden_layers_to_rank_one(tmp_path: Path, data_
     assert set(weight_ranks(module.model).values()) == {1}
     default = fit(make_cfg([*SHORT, f"data_dir={data_dir}"], tmp_path / "default"))[0]
     assert min(r["weight_rank"] for r in default["diagnostics"]["layers"][:-1]) > 1
+
+
+def test_histogram_interval_is_a_round_tenth_of_the_run() -> None:
+    assert [histogram_every(n) for n in (30, 355, 1000, 7)] == [5, 50, 100, 1]
+    assert histogram_every(float("inf")) is None
+
+
+def test_weights_and_grad_norms_named_by_the_layer_number_init_uses(tmp_path: Path, data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write = InitDiagnostics._histograms
+
+    def slow(self, trainer, module, step: int) -> None:
+        time.sleep(0.5)
+        write(self, trainer, module, step)
+
+    monkeypatch.setattr(InitDiagnostics, "_histograms", slow)
+    result, module = fit(make_cfg([*SHORT, f"data_dir={data_dir}", "log_every_n_steps=10"], tmp_path))
+    assert result["metrics"]["conv/train_time_s"] < 2.5  # the five during training (2.5 s asleep) are off the clock
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"histograms": 0})
+    events.Reload()
+    layers = [m for m in module.model if isinstance(m, torch.nn.Linear)]  # the model is Flatten, Linear, ReLU, ...
+    numbers = [str(r["index"]) for r in result["diagnostics"]["layers"]]
+    assert numbers == ["1", "2", "3"] == [str(i) for i in range(1, len(layers) + 1)]
+    assert set(events.Tags()["histograms"]) == {f"weights/{n}" for n in numbers}
+    # at init, every 5 steps (30 planned / 10, rounded), and the end: the steps are the weights' update counts
+    assert [e.step for e in events.Histograms("weights/1")] == [0, 5, 10, 15, 20, 25, 30]
+    assert events.Histograms("weights/1")[-1].histogram_value.max == pytest.approx(float(layers[0].weight.detach().max()))
+    grads = {t for t in events.Tags()["scalars"] if t.startswith("grad/")}
+    assert grads == {"grad/total"} | {f"grad/{n}/{kind}" for n in numbers for kind in ("weight", "bias")}
+    at_10 = {t: next(e.value for e in events.Scalars(t) if e.step == 10) for t in grads}
+    layer_sq = sum(v ** 2 for t, v in at_10.items() if t != "grad/total")
+    assert at_10["grad/total"] == pytest.approx(layer_sq ** 0.5, rel=1e-4)

@@ -139,7 +139,7 @@ def test_joblib_sweep_has_distinct_job_folders_and_tensorboard_runs(joblib_sweep
     overrides = {",".join(sorted(o for o in json.loads((sweep / f / "metrics.json").read_text())["overrides"]
                                  if o.startswith(("init=", "seed=")))) for f in folders}
     assert overrides == set(NAMES)
-    assert sorted(p.name for p in (sweep / "tb").iterdir()) == NAMES
+    assert sorted(p.name for p in (sweep / "tb").iterdir() if p.is_dir()) == ["groups", *NAMES]  # + the groups' runs
     for name in NAMES:
         tags = scalars(sweep / "tb" / name)
         assert [s for s, _ in tags["train/loss"]] == [1, 2, 3, 4]  # one job's steps, not two jobs' mixed
@@ -173,12 +173,12 @@ def test_tensorboard_serves_every_job_with_scalars_and_hparams(joblib_sweep) -> 
         while time.monotonic() < deadline:
             try:
                 runs = get(f"{base}/runs")
-                if len(runs) == 4:
+                if len(runs) == 7:  # the 4 jobs, the sweep's HParams experiment (".") and 2 group runs
                     break
             except OSError:
                 assert server.poll() is None, server.stdout.read().decode()
             time.sleep(1)
-        assert sorted(runs) == NAMES
+        assert sorted(runs) == [".", "groups/init=kaiming_normal", "groups/init=xavier_uniform", *NAMES]
         tags = get(f"{base}/plugin/scalars/tags")
         for name in NAMES:
             assert {"train/loss", "val/loss", "val/acc", "conv/loss_auc"} <= set(tags[name]), tags.get(name)

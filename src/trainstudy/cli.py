@@ -217,8 +217,31 @@ class SweepSummary(Callback):
             SweepSummary.failed |= result.get("status") == "failed"
             tensorboard |= bool(result.get("tensorboard"))
         jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
-        look = f"\ntensorboard --logdir {shown(sweep_dir / 'tb')}" if tensorboard else ""
-        log.info("sweep %s: %s\n%s%s", shown(sweep_dir), jobs, "\n".join(rows), look)
+        report = write_sweep_report(sweep_dir) if rows else ""
+        look = ""
+        if tensorboard:
+            from trainstudy.report.tbgroups import tensorboard_url  # the report package brings matplotlib
+
+            look = (f"\ntensorboard --logdir {shown(sweep_dir / 'tb')}, then open {tensorboard_url()} (the "
+                    "curves; HParams: the numbers, Custom Scalars: each group's mean ± std over seeds)")
+        log.info("sweep %s: %s\n%s%s%s", shown(sweep_dir), jobs, "\n".join(rows), report, look)
+
+
+def write_sweep_report(sweep_dir: Path) -> str:
+    """The sweep's report and its TensorBoard group runs and HParams experiment (report/); the line that says
+    where, or one warning line: the jobs are done and recorded whatever happens here."""
+    try:
+        from trainstudy.report import build_report, write_report
+        from trainstudy.report.tbgroups import write_tensorboard
+
+        report = build_report(sweep_dir)
+        written = write_report(report)
+        write_tensorboard(report)
+    except Exception as e:  # noqa: BLE001 - a report that can't be written never fails the sweep
+        log.warning("the sweep's report was not written (%s); try python scripts/report.py %s",
+                    reason(e), shown(sweep_dir))
+        return ""
+    return f"\nreport: {shown(written['md'])}"
 
 
 def summary_row(result: dict[str, Any]) -> str:

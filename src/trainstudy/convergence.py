@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -83,16 +85,19 @@ class ConvergenceRecord:
     def summary(self) -> dict[str, float | int | None]:
         """The conv/* metrics. A target never reached is None (reported as such), never a fake number."""
         s = self.state
+        steps = len(s.losses) if s.diverged_step is None else s.diverged_step
         out: dict[str, float | int | None] = {
             "conv/reached": int(s.reached_step is not None),
             "conv/steps_to_target": s.reached_step,
+            # a censored observation every run has: steps to target where reached, else the steps it made
+            "conv/steps_observed": s.reached_step if s.reached_step is not None else steps,
             "conv/samples_to_target": s.reached_samples,
             "conv/time_to_target_s": s.reached_time_s,
             "conv/loss_auc": sum(s.losses) / len(s.losses) if s.losses else None,
             "conv/final_val_loss": s.curve[-1]["val/loss"] if s.curve else None,
             "conv/diverged": int(s.diverged_step is not None),
             "conv/diverged_step": s.diverged_step,
-            "conv/steps": len(s.losses) if s.diverged_step is None else s.diverged_step,
+            "conv/steps": steps,
             "conv/train_time_s": s.train_time_s,
         }
         # the best of every validation metric, the target's among them (conv/best_val_acc, ..._loss, ..._mse)
@@ -139,6 +144,17 @@ class ConvergenceTracker(Callback):
 
     def _resume(self) -> None:
         self._clock = time.perf_counter()
+
+    @contextmanager
+    def untimed(self, module: L.LightningModule) -> Iterator[None]:
+        """Work during training that is not training (the diagnostics' weight histograms): off the clock."""
+        running = self._clock is not None
+        self._pause(module)
+        try:
+            yield
+        finally:
+            if running:
+                self._resume()
 
     # --- Lightning hooks ------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -4,12 +4,18 @@ At step 0, on one training batch: per Linear/Conv layer the mean and std of its 
 the activations after it, and the std and norm of its weight gradient — logged with the layer number as
 the TensorBoard step, so TensorBoard draws std against depth (Glorot & Bengio 2010, fig. 3 and 6;
 He et al. 2015, fig. 2). Next to them, the weight std measured against the std the strategy aims for.
-During training: per-layer gradient norms at an interval (Lightning's ``grad_norm``). At the end: weight
-histograms and each hidden layer's numerical rank, where a symmetric (constant) init shows as rank 1.
+During training: per-layer gradient norms at an interval (Lightning's ``grad_norm``) and weight histograms at
+about HISTOGRAM_POINTS evenly spaced steps, so TensorBoard's Distributions draws how the weights move rather
+than a straight fan between init and end. At the end: each hidden layer's numerical rank, where a symmetric
+(constant) init shows as rank 1. Layers are named everywhere by the number ``init/*`` uses as its step
+(1 = the first Linear/Conv, in forward order): ``grad/1/weight``, ``grad/1/bias``, ``grad/total``, ``weights/1``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import lightning as L
@@ -25,6 +31,22 @@ from trainstudy.models import ACTIVATIONS
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
 HISTOGRAM_LIMIT = 1e20  # the largest |value| torch's SummaryWriter buckets by default (its default_bins)
+HISTOGRAM_POINTS = 10  # weight histograms during training: about this many, at a round interval (histogram_every)
+
+
+def histogram_every(planned_steps: float) -> int | None:
+    """The interval of the weight histograms: planned_steps / HISTOGRAM_POINTS rounded up to 1, 2 or 5 x 10^k
+    (355 steps: every 50); None for a run without a planned end (it gets them at init and at the end)."""
+    if not math.isfinite(planned_steps) or planned_steps < 1:
+        return None
+    raw = planned_steps / HISTOGRAM_POINTS
+    return next(k * 10 ** e for e in range(16) for k in (1, 2, 5) if k * 10 ** e >= raw)
+
+
+def layer_names(model: nn.Module) -> dict[str, str]:
+    """Each Linear/Conv parameter's name in the model (``1.weight``) to its layer-numbered one (``1/weight``)."""
+    return {f"{name}.{kind}": f"{index}/{kind}" for index, (name, layer) in enumerate(init_layers(model), start=1)
+            for kind in ("weight", "bias") if getattr(layer, kind, None) is not None}
 
 
 def _activation_after(model: nn.Module, layer: nn.Module) -> nn.Module | None:
@@ -98,12 +120,17 @@ def weight_ranks(model: nn.Module) -> dict[str, int | None]:
 
 
 class InitDiagnostics(Callback):
-    """Step-0 layer statistics, gradient norms every ``grad_norm_every`` steps, end-of-run histograms and ranks."""
+    """Step-0 layer statistics, gradient norms every ``grad_norm_every`` steps, weight histograms at init, every
+    ``histogram_every`` steps and at the end, end-of-run ranks."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, weight_std_target: dict[str, float | None],
-                 grad_norm_every: int = 50, end_logged_at: int | None = None):
+                 grad_norm_every: int = 50, end_logged_at: int | None = None, histogram_every: int | None = None,
+                 untimed: Callable[[L.LightningModule], AbstractContextManager[None]] | None = None):
         self.x, self.y, self.targets = x, y, weight_std_target
         self.grad_norm_every = grad_norm_every
+        self.histogram_every = histogram_every  # None: histograms at init and at the end only
+        # the training clock's pause (ConvergenceTracker.untimed): histograms are not training time
+        self.untimed = untimed or (lambda _module: nullcontext())
         # a resumed run that already logged its end at this step (and trains no further) logs it once
         self.end_logged_at = end_logged_at
         self.layers: list[dict[str, Any]] = []
@@ -132,8 +159,16 @@ class InitDiagnostics(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
         step = trainer.global_step + 1  # the update about to happen
         if trainer.loggers and step % self.grad_norm_every == 0:
-            norms = grad_norm(module.model, norm_type=2)
-            log_scalars(trainer.loggers, {f"grad/{k.split('/', 1)[-1]}": float(v) for k, v in norms.items()}, step)
+            norms = grad_norm(module.model, norm_type=2)  # {"grad_2.0_norm/1.weight": ..., "grad_2.0_norm_total": ...}
+            names = layer_names(module.model)
+            params = [k.split("/", 1)[-1] for k in norms]
+            keys = ["grad/total" if k.endswith("_total") else f"grad/{names.get(p, p)}" for k, p in zip(norms, params)]
+            values = torch.stack([v.float() for v in norms.values()]).tolist()  # one host sync
+            log_scalars(trainer.loggers, dict(zip(keys, values)), step)
+        done = trainer.global_step  # the weights now are those after this many updates
+        if self.histogram_every and done and done % self.histogram_every == 0 and trainer.loggers:
+            with self.untimed(module):
+                self._histograms(trainer, module, step=done)
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # after on_train_end, where the tracker stops the training clock: not counted as training time
@@ -143,16 +178,16 @@ class InitDiagnostics(Callback):
             row["weight_rank"] = ranks.get(row["name"])
             if row["weight_rank"] is not None and log:
                 log_scalars(trainer.loggers, {"diag/weight_rank": row["weight_rank"]}, step=row["index"])
-        if log:
+        if log:  # the last step's weights: no update follows them, so the interval's hook never logged them
             self._histograms(trainer, module, step=trainer.global_step)
 
     def _histograms(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> None:
         tb = self._tensorboard(trainer)
         if tb is None:
             return
-        for name, layer in init_layers(module.model):
+        for index, (_, layer) in enumerate(init_layers(module.model), start=1):
             # TensorBoard's buckets end at HISTOGRAM_LIMIT: weights beyond it (init.std=1e30) fall in none of
             # them and its writer raises; such a run diverges, and its histogram would say nothing
             if not bool(layer.weight.detach().abs().max() <= HISTOGRAM_LIMIT):
                 continue
-            tb.add_histogram(f"weights/{name}", layer.weight.detach().float().cpu(), global_step=step)
+            tb.add_histogram(f"weights/{index}", layer.weight.detach().float().cpu(), global_step=step)

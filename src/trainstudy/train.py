@@ -29,7 +29,7 @@ from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
 from trainstudy.datamodule import DeviceBatches, StudyDataModule, steps_per_batch
 from trainstudy.debugging import DebugPlan, debug_plan
-from trainstudy.diagnostics import InitDiagnostics
+from trainstudy.diagnostics import InitDiagnostics, histogram_every
 from trainstudy.errors import UserError, check_arguments
 from trainstudy.evaluation import evaluate_split
 from trainstudy.inits import apply_init, validate_init
@@ -264,23 +264,26 @@ def check_memory(cfg: DictConfig, input_shape: tuple[int, ...], n_out: int) -> N
 
 
 def log_hparams(loggers: Sequence[Any], params: dict[str, Any], metrics: dict[str, float | int | None],
-                step: int) -> None:
+                step: int, experiment: bool = True) -> None:
     """The flat hparams and the measured metrics to each logger; TensorBoard's HParams tab lists every conv/*
     name, values logged only where measured. Other loggers get the params as their own (MLflow's params).
 
     (Lightning's log_hyperparams wants a value for every metric; a target never reached has none.)
+    ``experiment=False`` (a sweep's job): the run's session only; the sweep writes the experiment, which says
+    which columns its table opens with (report/tbgroups.py), and TensorBoard would take any run's as the sweep's.
     """
     measured = {k: v for k, v in metrics.items() if v is not None}
     log_scalars(loggers, measured, step)
     for logger in loggers:
-        experiment = getattr(logger, "experiment", None)
-        if not hasattr(experiment, "_get_file_writer"):
+        tb = getattr(logger, "experiment", None)
+        if not hasattr(tb, "_get_file_writer"):
             logger.log_hyperparams(params)
             continue
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        for summary in hparams_summary(params, dict.fromkeys(metrics, 0.0)):
-            experiment._get_file_writer().add_summary(summary)
+        summaries = hparams_summary(params, dict.fromkeys(metrics, 0.0))
+        for summary in summaries if experiment else summaries[1:]:  # (experiment, session start, session end)
+            tb._get_file_writer().add_summary(summary)
 
 
 def measure_test(module: StudyModule, splits: DataSplits, device: torch.device | str) -> dict[str, float]:
@@ -311,7 +314,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
     params = hparams(cfg, splits)
     if status is None and rank == 0:
         if log_end:
-            log_hparams(loggers, params, metrics, step=step)
+            log_hparams(loggers, params, metrics, step=step, experiment=not cfg.paths.get("multirun"))
         close(loggers, "success")
     result = {
         "status": status or ("diverged" if metrics["conv/diverged"] else "ok"),
@@ -395,7 +398,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
-                                      grad_norm_every=cfg.log_every_n_steps, end_logged_at=ended_at)
+                                      grad_norm_every=cfg.log_every_n_steps, end_logged_at=ended_at,
+                                      histogram_every=histogram_every(planned_steps(run_cfg.trainer, steps_per_epoch)),
+                                      untimed=tracker.untimed)
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps and not plan.fast_dev_run:  # a dry run leaves no checkpoint, as Lightning's
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
