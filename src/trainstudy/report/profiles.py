@@ -40,7 +40,7 @@ def _per_group(ratio: dict[str, dict[str, float]]) -> dict[str, list[float]]:
 
 def profile(ratio: dict[str, dict[str, float]], taus: np.ndarray) -> dict[str, np.ndarray]:
     """ρ(τ) per group at each τ: the fraction of workloads on which its ratio is ≤ τ."""
-    return {g: np.array([np.mean(np.array(r) <= tau) for tau in taus]) for g, r in _per_group(ratio).items()}
+    return {g: np.mean(np.array(r)[:, None] <= np.asarray(taus)[None, :], axis=0) for g, r in _per_group(ratio).items()}
 
 
 def score(ratio: dict[str, dict[str, float]], cap: float = CAP) -> dict[str, float]:
@@ -63,9 +63,9 @@ def compared_key(varied: list[str], compare: str | None) -> str | None:
 
 def split_workloads(groups: list, varied: list[str], key: str) -> dict[str, dict[str, object]]:
     """``groups`` (report.Group) by workload (the values of every varied key but ``key``, "all" when there is
-    none) and then by their value of ``key``."""
+    none; in name order) and then by their value of ``key`` (in the groups' order)."""
     out: dict[str, dict[str, object]] = {}
     for g in groups:
         workload = ",".join(f"{k}={g.values.get(k, '')}" for k in varied if k != key) or "all"
         out.setdefault(workload, {})[g.values.get(key, "")] = g
-    return out
+    return dict(sorted(out.items()))
