@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
-from test_report import write_job
+from test_report import image, write_job
 
 from trainstudy.report import build_report, write_report
 from trainstudy.report.profiles import compared_key, profile, ratios, score
@@ -149,7 +149,7 @@ def benchmark_sweep(root: Path) -> Path:
     return root
 
 
-def test_report_has_the_profile_the_paired_table_and_the_csv_columns(tmp_path: Path) -> None:
+def test_report_has_the_profile_the_paired_table_the_csv_columns_and_the_figures(tmp_path: Path) -> None:
     report = build_report(benchmark_sweep(tmp_path / "sweep"))
     header, rows = profile_rows(report)
     assert header == ["init", "data=digits", "data=fmnist", "score"]
@@ -171,3 +171,24 @@ def test_report_has_the_profile_the_paired_table_and_the_csv_columns(tmp_path: P
     assert float(groups["data=fmnist,init=a"]["median_steps"]) == math.inf
     assert float(groups["data=fmnist,init=a"]["median_steps_bound"]) == 100
     assert float(digits_b["reached_ci_low"]) == pytest.approx(wilson(2, 3)[0])
+    # the two figures: 150 dpi PNGs of the stated size, an SVG beside each, shown in report.md
+    from PIL import Image
+
+    for key, inches in (("fraction_reached", (9.6, 4.1)), ("performance_profile", (6.4, 4.0))):
+        png = written[key]
+        image(png)  # not blank
+        with Image.open(png) as im:
+            assert im.size == (round(inches[0] * 150), round(inches[1] * 150))
+            assert im.info["dpi"] == pytest.approx((150, 150), abs=0.05)
+        assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+        assert f"![{png.name}]({png.name})" in md
+
+
+def test_one_workload_has_no_profile(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for n, (init, s) in enumerate([("a", 10), ("a", 20), ("b", 30), ("b", None)]):
+        write_job(root / str(n), [f"init={init}", f"seed={n % 2}"], steps=s)
+    report = build_report(root)
+    written = write_report(report)
+    assert profile_rows(report) is None and "performance_profile" not in written
+    assert "fraction_reached" in written and paired_rows(report)[1][0][:3] == ["all", "b", "a"]

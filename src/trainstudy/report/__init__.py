@@ -15,6 +15,7 @@ from trainstudy.errors import UserError
 from trainstudy.report.figures import PLOTS, act_std_by_init, mean_curve, plot_act_std, plot_curves, plot_steps
 from trainstudy.report.jobs import (Group, Job, Report, Stat, build_report, find_jobs, planned_jobs, sort_groups,
                                     varied_keys)
+from trainstudy.report.stats_figures import FRACTION_REACHED, PROFILE, plot_fraction_reached, plot_profile
 from trainstudy.report.tables import (best_of_rows, group_rows, headline, job_rows, markdown_table, render,
                                       unreadable_lines, write_csv)
 
@@ -46,6 +47,10 @@ def _write_files(report: Report, out: Path) -> dict[str, Path]:
         written["curves"], written["steps"] = out / PLOTS[0], out / PLOTS[1]
     if plot_act_std(report, out / PLOTS[2]):
         written["act_std"] = out / PLOTS[2]
+    # the statistics' figures (stats_figures.py): fraction reached per group; across workloads, the profile
+    for name, plot in ((FRACTION_REACHED, plot_fraction_reached), (PROFILE, plot_profile)):
+        if plot(report, out / name):
+            written[name.removesuffix(".png")] = out / name
     written["md"] = out / "report.md"
     written["md"].write_text(render(report, [p.name for k, p in written.items() if p.suffix == ".png"]))
     return written

@@ -105,7 +105,8 @@ def paired_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
                                                  f"{len(p.differences)} seeds"
             rows.append([workload, value, best, str(p.seeds), str(p.a_first), str(p.b_first), str(p.ties),
                          f"{p.neither}/{p.undecided}", diff_text])
-    header = ["workload", key, f"vs {key}", "shared seeds", "first", "vs first", "ties", "neither/undecided",
+    header = ["workload", key, f"vs {key}", "shared seeds", "reached first", "vs reached first", "ties",
+              "neither/undecided",
               "median paired difference (95% CI)"]
     return (header, rows) if rows else None
 
