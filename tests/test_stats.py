@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 from test_report import image, write_job
 
-from trainstudy.report import build_report, write_report
+from trainstudy.report import build_report, group_rows, headline, write_report
 from trainstudy.report.profiles import compared_key, profile, ratios, score
 from trainstudy.report.stats import (Observation, bootstrap, censored_median, fraction_reached, median_interval,
                                      observe, paired, wilson)
@@ -192,3 +192,13 @@ def test_one_workload_has_no_profile(tmp_path: Path) -> None:
     written = write_report(report)
     assert profile_rows(report) is None and "performance_profile" not in written
     assert "fraction_reached" in written and paired_rows(report)[1][0][:3] == ["all", "b", "a"]
+
+
+def test_workloads_with_other_targets_name_no_single_metric(tmp_path: Path) -> None:
+    root = benchmark_sweep(tmp_path / "sweep")
+    for path in root.glob("*/metrics.json"):  # fmnist's jobs judged by val/loss, as a regression workload is
+        if "data=fmnist" in path.read_text():
+            path.write_text(path.read_text().replace('"metric": "val/acc", "value": 0.9', '"metric": "val/loss", "value": 0.1'))
+    report = build_report(root)
+    assert group_rows(report)[0][4] == "best target metric"
+    assert headline(report).endswith("sorted by steps to target")

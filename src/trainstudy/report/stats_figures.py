@@ -17,6 +17,13 @@ from trainstudy.report.tables import observations, profile_times
 
 DPI = 150
 FRACTION_REACHED, PROFILE = "fraction_reached.png", "performance_profile.png"
+# curves that coincide (the same steps to target) would hide each other: a dash pattern per value next to its colour
+DASHES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 3)))
+
+
+def _styles(values: list[str]) -> dict[str, dict]:
+    """One colour and one dash pattern per value of the compared key, the same in both figures."""
+    return {v: {"color": c, "ls": DASHES[i % len(DASHES)]} for i, (v, c) in enumerate(zip(values, _colors(len(values))))}
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -43,7 +50,7 @@ def plot_fraction_reached(report: Report, path: Path) -> bool:
     if not curves:
         return False
     labels = sorted({v for by in curves.values() for v in by})
-    color = dict(zip(labels, _colors(len(labels))))
+    style = _styles(labels)
     cols = min(len(curves), 2)
     rows = math.ceil(len(curves) / cols)
     legend_rows = math.ceil(len(labels) / 5)
@@ -55,8 +62,8 @@ def plot_fraction_reached(report: Report, path: Path) -> bool:
             steps, fraction = fraction_reached(obs)
             end = max(last_step, *(o.steps for o in obs))  # the curve runs on to the last step a seed trained
             ax.step([0.0, *steps, end], [0.0, *fraction, fraction[-1] if len(fraction) else 0.0], where="post",
-                    color=color[value], lw=1.5, label=value)
-        ax.axhline(0.5, color="k", ls=":", lw=0.8)
+                    lw=1.5, label=value, **style[value])
+        ax.axhline(0.5, color="0.4", lw=0.6)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(workload if workload != "all" else "", fontsize=9)
         ax.set_xlabel("step")
@@ -68,8 +75,9 @@ def plot_fraction_reached(report: Report, path: Path) -> bool:
     handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(handles.values()), list(handles), title=key, fontsize=8, title_fontsize=8, loc="lower center",
                ncol=min(len(handles), 5), frameon=False)
-    target = f"{report.metric} target" if report.metric else "the target"
-    fig.suptitle(f"fraction of seeds that reached the {target} by step t (Kaplan–Meier; dotted: ½, the median)",
+    metrics = {j.target_metric for g in report.groups for j in g.trained}
+    target = f"the {metrics.pop()} target" if len(metrics) == 1 else "their target"
+    fig.suptitle(f"fraction of seeds that reached {target} by step t (Kaplan–Meier; grey line: ½, the median)",
                  fontsize=10)
     fig.tight_layout(rect=(0, (0.3 + 0.2 * legend_rows) / height, 1, 1))
     _save(fig, path)
@@ -85,13 +93,11 @@ def plot_profile(report: Report, path: Path) -> bool:
     taus = np.linspace(1, profiles.CAP, 601)
     rho, scores = profiles.profile(ratio, taus), profiles.score(ratio)
     order = sorted(rho, key=lambda v: (-scores[v], v))
-    color = dict(zip(sorted(rho), _colors(len(rho))))
+    style = _styles(sorted(rho))
     fig = Figure(figsize=(6.4, 4.0), dpi=DPI)
     ax = fig.subplots()
-    for i, value in enumerate(order):
-        # equal curves would hide each other: the best drawn widest, below, so every one stays visible
-        ax.step(taus, rho[value], where="post", color=color[value], lw=1.2 + 2.4 * (1 - i / max(len(order) - 1, 1)),
-                label=f"{value}  (score {scores[value]:.2f})", zorder=2 + i)
+    for value in order:
+        ax.step(taus, rho[value], where="post", lw=1.8, label=f"{value}  (score {scores[value]:.2f})", **style[value])
     ax.set_xlim(1, profiles.CAP)
     ax.set_ylim(-0.04, 1.04)
     ax.set_xlabel("τ: ratio of median steps to target to the workload's best")

@@ -40,9 +40,15 @@ def _steps(x: float) -> str:
     return f"{x:.0f}" if math.isfinite(x) else "∞"
 
 
+def mixed_targets(report: Report) -> bool:
+    """Whether the jobs have different targets (workloads of a benchmark: val/acc 0.95 on one, val/loss on another)."""
+    return len({(j.target_metric, (j.result.get("target") or {}).get("value")) for j in report.jobs if j.result
+                and j.target_metric}) > 1
+
+
 def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     """The report's table: header and one row per group, as text."""
-    metric = report.metric or "val metric"
+    metric = "target metric" if mixed_targets(report) else report.metric or "val metric"
     ranks = any(g.hidden_rank.values for g in report.groups)
     test = report.test_metric
     header = ["group", "reached (95% CI)", "median steps to target (95% CI)", "time to target (s)", f"best {metric}",
@@ -102,7 +108,7 @@ def paired_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
             diff = p.median_difference
             interval = p.interval()
             diff_text = "—" if diff is None else f"{diff:+.0f} ({interval[0]:+.0f}–{interval[1]:+.0f}), " \
-                                                 f"{len(p.differences)} seeds"
+                                                 f"{len(p.differences)} seed{'s' if len(p.differences) != 1 else ''}"
             rows.append([workload, value, best, str(p.seeds), str(p.a_first), str(p.b_first), str(p.ties),
                          f"{p.neither}/{p.undecided}", diff_text])
     header = ["workload", key, f"vs {key}", "shared seeds", "reached first", "vs reached first", "ties",
@@ -167,7 +173,8 @@ def job_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         best = j.best()
         rows.append([str(j.folder.relative_to(report.root)) or ".", groups[id(j)], j.seed, j.status,
                      f"{best:.4g}" if best is not None else "—", note])
-    return ["job", "group", "seed", "status", f"best {report.metric or ''}".strip(), "note"], rows
+    best = "best" if mixed_targets(report) else f"best {report.metric or ''}".strip()
+    return ["job", "group", "seed", "status", best, "note"], rows
 
 
 def best_of_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
@@ -204,7 +211,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def headline(report: Report) -> str:
     """Which folder, which target, how many jobs are in and how many are still missing."""
     target = f"steps to {report.metric} {'≥' if report.metric == 'val/acc' else '≤'} {report.target:g}" \
-        if report.metric and report.target is not None else "steps to target"
+        if report.metric and report.target is not None and not mixed_targets(report) else "steps to target"
     total = report.finished + report.missing
     line = f"{report.finished} of {total} jobs finished" if report.missing else f"{report.finished} jobs"
     if report.missing:
