@@ -5,7 +5,9 @@
     python scripts/report.py <sweep> --out docs/studies/deep_relu          # write the files elsewhere
     python scripts/report.py <sweep> --compare loss                         # rank losses across the workloads
 
-Writes report.md (groups sorted by steps to target, mean ± std over seeds, every job's status),
+Writes report.md (what every number means; groups with reached k/n and the median steps to target over every
+seed, censored where not reached, with 95% intervals; paired comparisons; a performance profile across
+workloads; every job's status),
 report.csv and PNG plots (validation curve per group, steps to target, activation std against depth, fraction
 reached by step t, the performance profile) into the folder, and prints the tables.
 """

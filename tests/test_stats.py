@@ -198,7 +198,8 @@ def test_workloads_with_other_targets_name_no_single_metric(tmp_path: Path) -> N
     root = benchmark_sweep(tmp_path / "sweep")
     for path in root.glob("*/metrics.json"):  # fmnist's jobs judged by val/loss, as a regression workload is
         if "data=fmnist" in path.read_text():
-            path.write_text(path.read_text().replace('"metric": "val/acc", "value": 0.9', '"metric": "val/loss", "value": 0.1'))
+            text = path.read_text().replace('"metric": "val/acc", "value": 0.9', '"metric": "val/loss", "value": 0.1')
+            path.write_text(text)
     report = build_report(root)
     assert group_rows(report)[0][4] == "best target metric"
     assert headline(report).endswith("sorted by steps to target")

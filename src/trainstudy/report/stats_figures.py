@@ -23,7 +23,8 @@ DASHES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 3)))
 
 def _styles(values: list[str]) -> dict[str, dict]:
     """One colour and one dash pattern per value of the compared key, the same in both figures."""
-    return {v: {"color": c, "ls": DASHES[i % len(DASHES)]} for i, (v, c) in enumerate(zip(values, _colors(len(values))))}
+    colors = _colors(len(values))
+    return {v: {"color": colors[i], "ls": DASHES[i % len(DASHES)]} for i, v in enumerate(values)}
 
 
 def _save(fig: Figure, path: Path) -> None:

@@ -147,7 +147,8 @@ def profile_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
                 cells.append("—")
                 continue
             r = uncapped[w][value]
-            ratio = "not reached" if not math.isfinite(r) else f"×{r:.2f}" + (" (> 4: ∞)" if r > profiles.CAP else "")
+            ratio = "not reached" if not math.isfinite(r) else \
+                f"×{r:.2f}" + (" (> 4: ∞)" if r > profiles.CAP else "")
             cells.append(f"{t[value].text()} ({ratio})")
         rows.append([value, *cells, f"{scores[value]:.3f}"])
     return header, rows
@@ -252,9 +253,11 @@ def render(report: Report, plots: list[str]) -> str:
 
 
 def write_csv(report: Report, path: Path) -> None:
-    """report.csv: one row per group, the varied keys as their own columns, numbers unformatted."""
+    """report.csv: one row per group, the varied keys as their own columns, numbers unformatted (median_steps: inf
+    with median_steps_bound N where fewer than half reached; steps_mean/std: over the seeds that reached it)."""
     columns = ["group", *report.varied, "jobs", "finished", "reached", "reached_ci_low", "reached_ci_high",
-               "median_steps", "median_steps_bound", "median_steps_ci_low", "median_steps_ci_high", "steps_mean", "steps_std",
+               "median_steps", "median_steps_bound", "median_steps_ci_low", "median_steps_ci_high", "steps_mean",
+               "steps_std",
                "time_to_target_s_mean", "time_to_target_s_std", "best_metric", "best_mean", "best_std",
                "loss_auc_mean", "loss_auc_std", "diverged", "failed", "hidden_rank_mean", "test_metric", "test_mean",
                "test_std"]
@@ -266,9 +269,10 @@ def write_csv(report: Report, path: Path) -> None:
             test = g.stat(report.test_metric) if report.test_metric else None
             obs = list(observations(g).values())
             interval = wilson(g.reached, len(g.trained)) if g.trained else (None, None)
-            median = censored_median(obs) if obs else Median(math.nan)
+            median = (censored_median(obs).value, censored_median(obs).bound) if obs else ("", "")
             spread = median_interval(obs) if obs else (None, None)
             writer.writerow([g.name, *(g.values.get(k, "") for k in report.varied), len(g.jobs), len(g.finished),
-                             g.reached, *interval, median.value, median.bound, *spread, steps.mean, steps.std, time_s.mean, time_s.std, report.metric, best.mean,
+                             g.reached, *interval, *median, *spread, steps.mean, steps.std,
+                             time_s.mean, time_s.std, report.metric, best.mean,
                              best.std, auc.mean, auc.std, g.count("diverged"), g.failed,
                              g.hidden_rank.mean, *((report.test_metric, test.mean, test.std) if test else ("",) * 3)])
