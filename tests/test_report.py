@@ -155,7 +155,8 @@ def test_report_numbers_equal_those_computed_from_metrics_json(sweep: Path) -> N
     assert "| 2/3 " in kaiming_line and "| 1/3 " in kaiming_line  # 2 of 3 reached, 1 of 3 diverged
     steps = [r["metrics"]["conv/steps_to_target"] for r in map(json.loads, (p.read_text() for p in sweep.glob("*/metrics.json")))
              if "init=kaiming_normal" in r["overrides"] and r["status"] == "ok"]
-    assert f"{statistics.mean(steps):.0f} ± {statistics.stdev(steps):.0f}" in kaiming_line
+    # the median over all 3 seeds, the diverged one counted as never reaching: the later of the two that did
+    assert f"| {max(steps)} (" in kaiming_line
     header = md.splitlines()[next(i for i, line in enumerate(md.splitlines()) if line.startswith("| group "))]
     assert "| test/acc " in header  # a column beside the others; the order above is by validation alone
     tests = [r["metrics"]["test/acc"] for r in map(json.loads, (p.read_text() for p in sweep.glob("*/metrics.json")))

@@ -148,6 +148,7 @@ class Report:
     metric: str | None           # the target metric (val/acc or val/loss ...)
     target: float | None
     best_of: str | None = None  # a varied key whose best value the report picks per setting of the others
+    compare: str | None = "init"  # the key paired comparisons and performance profiles rank (profiles.compared_key)
 
     @property
     def finished(self) -> int:
@@ -236,11 +237,12 @@ def varied_keys(jobs: list[Job], swept: set[str]) -> list[str]:
     return sorted(k for k in varied if k != "seed" and not k.startswith(NOT_IN_RUN_NAMES))
 
 
-def build_report(root: Path, best_of: str | None = "optim.lr") -> Report:
+def build_report(root: Path, best_of: str | None = "optim.lr", compare: str | None = "init") -> Report:
     """Read every job under ``root`` and group them; raise UserError when there is nothing to report.
 
     ``best_of``: when the sweep varies this key next to others, the report also picks its best value for
-    each setting of the others (by default each init's best lr, as fair_lr asks).
+    each setting of the others (by default each init's best lr, as fair_lr asks). ``compare``: the key the
+    paired comparisons and performance profiles rank, within each setting of the other varied keys (a workload).
     """
     root = Path(root)
     if not root.is_dir():
@@ -261,7 +263,7 @@ def build_report(root: Path, best_of: str | None = "optim.lr") -> Report:
     metric = finished[0].target_metric if finished else None
     target = (finished[0].result["target"] or {}).get("value") if finished else None
     return Report(root, jobs, sort_groups(list(groups.values()), metric), varied, expected, metric, target,
-                  best_of)
+                  best_of, compare)
 
 
 def sort_groups(groups: list[Group], metric: str | None) -> list[Group]:
