@@ -230,7 +230,9 @@ def strategy_params(cfg: Mapping[str, Any], activation: str | None = None) -> di
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """An init config as plain python values (OmegaConf lists become lists, for torch.as_tensor)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in cfg.items()}
 
 
 def validate_init(cfg: Mapping[str, Any], n_layers: int | None = None) -> None:

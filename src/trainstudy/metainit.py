@@ -9,7 +9,7 @@ little curvature to trip the first steps. MetaInit keeps each weight tensor's di
 (one scalar per tensor with ≥ 2 dims; biases stay as they are, but count in GQ) by sign-SGD with momentum on
 GQ over fresh random batches: x ~ N(0, 1), random targets. The paper's defaults: lr 0.1, momentum 0.9,
 500 steps, ε = 1e-5 (g_i's sign times ε keeps the quotient finite). Hg is a Hessian-vector product
-(torch.func: forward-over-reverse), GQ's gradient one more reverse pass over it.
+(torch.func, the gradient of ||g||²/2), GQ's gradient one more reverse pass over it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, jvp
+from torch.func import functional_call, grad, grad_and_value
 
 from trainstudy.layerwise import init_layers
 from trainstudy.loggers import log_scalars
@@ -72,7 +72,9 @@ class MetaInitLog:
 def gradient_quotient(loss_of: Callable[[Params], torch.Tensor], params: Params, eps: float = 1e-5) -> torch.Tensor:
     """GQ = mean over every parameter of |(g − Hg) / (g + ε·sign(g)) − 1|, sign(0) taken as +1 (see the module)."""
     g = grad(loss_of)(params)
-    _, hg = jvp(grad(loss_of), (params,), (g,))  # H·g, forward-over-reverse
+    # H·g as the gradient of ||g||²/2 (reverse over reverse, as the paper's code; forward-over-reverse, jvp,
+    # fails in the outer backward pass through MSE, whose third derivative torch holds as an immutable zero)
+    hg = grad(lambda theta: sum((gk**2).sum() for gk in grad(loss_of)(theta).values()) / 2)(params)
     total = sum(((g[k] - hg[k]) / (g[k] + eps * torch.where(g[k] >= 0, 1.0, -1.0).detach()) - 1).abs().sum()
                 for k in params)
     return total / sum(p.numel() for p in params.values())
@@ -107,6 +109,8 @@ def learn_norms(model: nn.Module, task: RandomTask | None, steps: int = 500, lr:
             for k in learned:  # sign-SGD with momentum, on the norm
                 velocity[k] = momentum * velocity[k] - lr * float(torch.sign(slopes[k]))
                 norms[k] = norms[k] + velocity[k]
+                if norms[k] < 0:  # a norm is positive: past zero, the tensor flips sign (as the paper's code does)
+                    norms[k], directions[k] = -norms[k], -directions[k]
         log.quotients.append(float(quotient_of(norms, *task.draw(batch_size))))
     finally:
         model.train(was_training)
