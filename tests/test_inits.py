@@ -13,7 +13,8 @@ from torch import nn
 
 from trainstudy.errors import UserError
 from trainstudy.inits import STRATEGIES, apply_init, fans
-from trainstudy.models import mlp
+from trainstudy.models import build_model, layer_count, mlp
+from trainstudy.train import validate
 
 
 def init_cfg(overrides: list[str]) -> dict:
@@ -33,6 +34,9 @@ RANDOM = [
     ["init=kaiming_uniform"], ["init=kaiming_normal"], ["init=kaiming_normal", "init.mode=fan_out"],
     ["init=kaiming_uniform", "init.mode=fan_out", "init.nonlinearity=tanh"],
     ["init=orthogonal"], ["init=default"],
+    ["init=mean_field"], ["init=mean_field", "init.sigma_w2=1.76", "init.sigma_b2=0.05"],
+    ["init=sparse"], ["init=sparse", "init.nonzero=40", "init.std=0.3"],
+    ["init=identity"], ["init=delta_orthogonal"], ["init=delta_orthogonal", "init.gain=2.0"],
 ]
 
 
@@ -145,6 +149,16 @@ def test_aliases_are_the_papers_forms() -> None:
     (["init=fixed", "init.weight=[[1.0,2.0]]"], "has shape [1, 2] but layer"),
     (["init=fixed", "init.layer=7", "init.weight=[[1.0]]"], "is not a layer of this model"),
     (["init=normal", "+init.stdd=0.1"], "has no parameter stdd"),
+    (["init=mean_field", "init.sigma_w2=0"], "init.sigma_w2 > 0"),
+    (["init=mean_field", "+init.bias_init=0.1"], "instead of init.bias_init"),
+    (["init=sparse", "init.nonzero=0"], "init.nonzero must be a whole number >= 1"),
+    (["init=sparse", "init.nonzero=2.5"], "init.nonzero must be a whole number >= 1"),
+    (["init=metainit", "init.base=zeros"], "not a strategy metainit can start from"),
+    (["init=metainit", "init.lr=0"], "init.lr > 0"),
+    (["init=metainit", "init.steps=0"], "init.steps must be a whole number >= 1"),
+    (["init=xavier_normal", "init.zero_readout=maybe"], "init.zero_readout must be true or false"),
+    (["init=xavier_normal", "init.layer_scale=[1,a]"], "init.layer_scale must be a list of numbers"),
+    (["init=xavier_normal", "init.layer_scale=[1,2]"], "init.layer_scale has 2 factors but the model has 1"),
 ])
 def test_bad_values_give_one_line(overrides: list[str], needle: str) -> None:
     with pytest.raises(UserError, match=needle.replace("[", r"\[").replace("]", r"\]")) as err:
@@ -208,3 +222,92 @@ def test_inspect_init_depth_table_runs_lsuv_on_a_batch() -> None:
     rows = [line.split() for line in proc.stdout.splitlines()[-6:]]
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(abs(float(r[1]) ** 2 - 1) < 0.02 for r in rows)  # LSUV: unit output variance per layer
+
+
+# --- beyond the tutorial: the mean-field knob, sparse, identity, delta-orthogonal, and the two modifiers ---
+
+
+def test_mean_field_is_every_layer_readout_included_with_its_bias() -> None:
+    torch.manual_seed(0)
+    model = mlp(400, 3000, depth=2, width=600, activation="tanh")  # a wide readout, so its std is measured
+    targets = apply_init(model, init_cfg(["init=mean_field", "init.sigma_w2=1.5", "init.sigma_b2=0.05"]), "tanh")
+    layers = [model[1], model[3], model[5]]
+    for layer, aim in zip(layers, targets.values()):
+        assert aim == pytest.approx(math.sqrt(1.5 / layer.in_features))
+        assert layer.weight.std().item() == pytest.approx(aim, rel=0.03)
+    bias = torch.cat([layer.bias for layer in layers])
+    assert bias.mean().item() == pytest.approx(0, abs=0.01) and bias.std().item() == pytest.approx(0.05**0.5, rel=0.05)
+
+
+def test_sparse_gives_each_unit_exactly_nonzero_incoming_weights() -> None:
+    torch.manual_seed(0)
+    linear, conv, narrow = nn.Linear(500, 300), nn.Conv2d(64, 32, 3), nn.Linear(10, 50)
+    apply_init(nn.Sequential(linear, conv, narrow), init_cfg(["init=sparse"]))
+    for layer, k in ((linear, 15), (conv, 15), (narrow, 10)):  # 10 inputs: all of them
+        rows = layer.weight.reshape(layer.weight.shape[0], -1)
+        assert ((rows != 0).sum(dim=1) == k).all()
+    values = linear.weight[linear.weight != 0]
+    assert values.std().item() == pytest.approx(1.0, rel=0.05)  # Martens: a unit Gaussian
+
+
+def test_identity_passes_the_input_through_exactly() -> None:
+    torch.manual_seed(0)
+    square = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    apply_init(square, init_cfg(["init=identity"]))
+    x = torch.rand(5, 8)
+    assert torch.equal(square(x), x) and torch.equal(square[0].weight, torch.eye(8))
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    apply_init(nn.Sequential(conv), init_cfg(["init=identity"]))
+    img = torch.randn(2, 4, 7, 7)
+    out = conv(img)
+    assert torch.equal(out[:, :4], img) and torch.equal(out[:, 4:], torch.zeros(2, 2, 7, 7))
+    torch.manual_seed(1)
+    expected = nn.Linear(8, 3)
+    torch.manual_seed(1)
+    other = nn.Linear(8, 3)  # not square: PyTorch's own init, kept
+    apply_init(nn.Sequential(other), init_cfg(["init=identity"]))
+    assert torch.equal(other.weight, expected.weight)
+
+
+def test_delta_orthogonal_is_an_orthogonal_centre_tap() -> None:
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(4, 8, 3), nn.Linear(6, 10)
+    apply_init(nn.Sequential(conv, linear), init_cfg(["init=delta_orthogonal", "init.gain=1.5"]))
+    centre = conv.weight[:, :, 1, 1]
+    rest = conv.weight.clone()
+    rest[:, :, 1, 1] = 0
+    assert torch.equal(rest, torch.zeros_like(rest))
+    assert torch.allclose(centre.T @ centre, 1.5**2 * torch.eye(4), atol=1e-5)  # 8 outputs >= 4 inputs
+    assert torch.allclose(linear.weight.T @ linear.weight, 1.5**2 * torch.eye(6), atol=1e-5)
+    # a 3x3 kernel acts as its centre: on a 3x3 image, out = centre @ the middle pixel
+    img = torch.randn(1, 4, 3, 3)
+    assert torch.allclose(conv(img)[0, :, 0, 0], centre @ img[0, :, 1, 1] + conv.bias, atol=1e-6)
+
+
+def test_zero_readout_and_layer_scale_act_after_any_strategy() -> None:
+    torch.manual_seed(0)
+    plain = mlp(20, 5, depth=2, width=30, activation="relu")
+    apply_init(plain, init_cfg(["init=xavier_normal"]))
+    torch.manual_seed(0)
+    modified = mlp(20, 5, depth=2, width=30, activation="relu")
+    apply_init(modified, init_cfg(["init=xavier_normal", "init.zero_readout=true", "init.layer_scale=[2.0,0.5,3.0]"]))
+    assert torch.equal(modified[1].weight, 2.0 * plain[1].weight)
+    assert torch.equal(modified[3].weight, 0.5 * plain[3].weight)
+    assert torch.equal(modified[5].weight, torch.zeros(5, 30))  # zeroed, then scaled: still zero
+    assert torch.equal(modified[1].bias, plain[1].bias)  # the factors scale weights (init2winit's kernels)
+
+
+@pytest.mark.parametrize(("model", "data"), [("mlp", "digits"), ("linear", "diabetes"), ("cnn", "mnist"),
+                                             ("cnn", "cifar10")])
+def test_layer_count_is_known_before_the_data(model: str, data: str) -> None:
+    cfg = make_cfg([f"model={model}", f"data={data}"])
+    shape = {"digits": (64,), "diabetes": (10,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}[data]
+    built = build_model(cfg.model, shape, 10)
+    assert layer_count(cfg.model, data) == sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in built.modules())
+
+
+def test_a_wrong_length_layer_scale_stops_before_the_data_loads(tmp_path) -> None:
+    cfg = make_cfg(["data=digits", "model.depth=3", "init.layer_scale=[1,1]", f"data_dir={tmp_path / 'data'}"])
+    with pytest.raises(UserError, match=r"has 2 factors but the model has 4 Linear/Conv layers.*\[1.0,1.0,1.0,1.0\]"):
+        validate(cfg)
+    assert not (tmp_path / "data").exists()  # stopped before even the data folder was made

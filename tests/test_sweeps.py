@@ -65,7 +65,8 @@ def test_preset_is_global_cites_its_finding_and_every_job_validates(name: str) -
 
 
 def test_presets_say_what_their_finding_needs() -> None:
-    assert set(preset_params("init_sweep")["init"]) == set(STRATEGIES) - {"fixed"}
+    beyond_the_tutorial = {"mean_field", "sparse", "identity", "delta_orthogonal", "metainit"}
+    assert set(preset_params("init_sweep")["init"]) == set(STRATEGIES) - {"fixed"} - beyond_the_tutorial
     assert len(preset_params("init_sweep")["seed"]) == 3
     assert set(preset_params("loss_sweep")["loss"]) == {"ce", "nll", "bce", "mse", "mae"}
     deep = make_cfg(["experiment=deep_relu"])

@@ -10,10 +10,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from trainstudy.errors import UserError
-from trainstudy.inits import LEAKY_RELU_SLOPE
+from trainstudy.inits import LEAKY_RELU_SLOPE, init_layers
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -23,6 +24,8 @@ ACTIVATIONS = {
     "gelu": nn.GELU,
 }
 MODELS = ("mlp", "cnn", "linear")
+# The image shape of each dataset model=cnn takes: what counting its layers needs before the data loads.
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def validate_model(cfg: Mapping[str, Any]) -> None:
@@ -55,6 +58,12 @@ def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], out_featur
     if cfg["name"] == "mlp":
         return mlp(math.prod(input_shape), out_features, cfg["depth"], cfg["width"], act)
     return cnn(input_shape, out_features, act, cfg.get("width") or 32)
+
+
+def layer_count(cfg: Mapping[str, Any], data_name: str) -> int:
+    """How many Linear/Conv layers (the layers an init strategy sets) the model has on this data, without it."""
+    with torch.device("meta"):
+        return sum(1 for _ in init_layers(build_model(cfg, IMAGE_SHAPES.get(data_name, (1,)), 1)))
 
 
 def mlp(in_features: int, out_features: int, depth: int, width: int, activation: str) -> Study:

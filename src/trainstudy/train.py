@@ -41,7 +41,8 @@ from trainstudy.loggers import (
     validate_loggers,
 )
 from trainstudy.losses import build_loss, out_features, validate_loss
-from trainstudy.models import build_model, validate_model
+from trainstudy.metainit import RandomTask, log_curve
+from trainstudy.models import build_model, layer_count, validate_model
 from trainstudy.module import StudyModule
 from trainstudy.paths import shown
 from trainstudy.progress import StepProgressBar
@@ -85,7 +86,8 @@ def validate(cfg: DictConfig) -> None:
     check_values(cfg)
     validate_data_cfg(cfg.data)
     validate_model(cfg.model)
-    validate_init(cfg.init)
+    scaled = cfg.init.get("layer_scale") is not None  # one factor per layer: count them, without the data
+    validate_init(cfg.init, layer_count(cfg.model, cfg.data.name) if scaled else None)
     validate_loss(cfg.loss.name, task_of(cfg.data), cfg.data.name)
     debug_plan(cfg.trainer)
     validate_scheduler(cfg)
@@ -173,10 +175,11 @@ def versions() -> dict[str, str | None]:
             "trainstudy": __version__, "git_commit": commit}
 
 
-def build(cfg: DictConfig, splits: DataSplits,
-          plan: DebugPlan = DebugPlan()) -> tuple[StudyModule, dict[str, float | None]]:
+def build(cfg: DictConfig, splits: DataSplits, plan: DebugPlan = DebugPlan(),
+          measured: dict[str, Any] | None = None) -> tuple[StudyModule, dict[str, float | None]]:
     """Model, init, loss and optimizer for loaded data; returns the module and each layer's aimed-for std.
-    ``plan``: the run's debugging flags (a schedule spans the steps they leave)."""
+    ``plan``: the run's debugging flags (a schedule spans the steps they leave); ``measured``: filled with what
+    the init measured as it ran (metainit's log)."""
     task = task_of(cfg.data)
     loss = build_loss(cfg.loss, task, splits.num_classes)
     target_dim = splits.y_train.shape[1] if task == "regression" else 1
@@ -190,7 +193,10 @@ def build(cfg: DictConfig, splits: DataSplits,
         raise UserError(f"the model does not fit in memory ({str(e).splitlines()[0][:80]}); "
                         "use a smaller model.width / model.depth") from None
     lsuv_batch = splits.x_train[: cfg.data.batch_size] if cfg.init.name == "lsuv" else None
-    targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch)
+    # metainit learns on random data of this data's shape and the run's own loss
+    random_task = RandomTask(loss, splits.input_shape, None if task == "regression" else splits.num_classes,
+                             target_dim) if cfg.init.name == "metainit" else None
+    targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch, random_task, measured)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
     steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
@@ -383,7 +389,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     splits = load_data(cfg.data, cfg.data_dir)
     data_time = time.perf_counter() - t0
     task = task_of(cfg.data)
-    module, weight_std_target = build(cfg, splits, plan)
+    measured: dict[str, Any] = {}
+    module, weight_std_target = build(cfg, splits, plan, measured)
+    metainit = measured.get("metainit")
     steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
 
     target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
@@ -393,6 +401,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
                                  target_metric=target_metric(cfg), target_value=target_value,
                                  val_every_n_steps=val_every, flush_every=cfg.log_every_n_steps,
                                  stop_on_reach=cfg.target.stop_on_reach)
+    if metainit is not None:  # learning the init is part of what reaching the target cost
+        tracker.state.train_time_s += metainit.seconds
     callbacks = [tracker, *callbacks]
     diagnostics = None
     if cfg.diagnostics:
@@ -410,6 +420,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     # fast_dev_run, as Lightning's: no logger, and none of the callbacks that write files or need a logger
     loggers = [] if plan.fast_dev_run else build_loggers(cfg, tb_dir,
                                                          purge_step=resumed["global_step"] + 1 if resumed else None)
+    if metainit is not None and not resumed:
+        log_curve(loggers, metainit)
     if resumed:
         for logger in loggers:
             if isinstance(logger, CSVLogger):
@@ -438,6 +450,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     say("model %s (%s params) · init %s · loss %s · optim %s lr %g · seed %s · device %s",
         cfg.model.name, f"{n_params:,}", cfg.init.name, cfg.loss.name, hparams(cfg)["optim"], cfg.optim.lr,
         cfg.seed, trainer.strategy.root_device)
+    if metainit is not None:
+        say("metainit: %d steps, gradient quotient %.4g -> %.4g, %.1f s (counted in conv/time_to_target_s)",
+            len(metainit.quotients) - 1, metainit.quotients[0], metainit.quotients[-1], metainit.seconds)
     say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
         " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
         "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
@@ -475,7 +490,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, loggers,
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
                             device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
-                            extra=None if loggers else {"tensorboard": False},
+                            extra={**({} if loggers else {"tensorboard": False}),
+                                   **({"metainit": metainit.summary()} if metainit else {})},
                             log_end=trainer.global_step != ended_at)
     if profiler is not None:
         for report in sorted(out_dir.glob("fit-profile*.txt")):

@@ -72,6 +72,8 @@ def solo_reason(cfg: DictConfig) -> str | None:
         return "resume= continues one run"
     if cfg.get("compile"):
         return "compile=true compiles one model's forward"
+    if cfg.init.name == "metainit":  # its learning time counts in the job's own conv/time_to_target_s
+        return "init=metainit learns each job's init on its own clock"
     trainer = cfg.trainer
     extra = sorted(set(trainer) - TRAINER_KEYS)
     if extra:
