@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from trainstudy.report.jobs import Group, Report
+from trainstudy.report.predictors import NOTE, predictor_rows
 
 
 def group_rows(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -111,6 +112,9 @@ def render(report: Report, plots: list[str]) -> str:
     if picked:
         parts += ["", f"## Best {report.best_of} per {', '.join(k for k in report.varied if k != report.best_of)}",
                   "", markdown_table(*picked)]
+    predictors = predictor_rows(report)
+    parts += ["", "## Step-0 diagnostics against steps to target", "", NOTE, "", markdown_table(*predictors)] \
+        if predictors else []
     parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     parts += ["", "## Jobs", "", markdown_table(*job_rows(report)), ""]
     return "\n".join(parts)
