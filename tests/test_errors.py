@@ -197,7 +197,7 @@ UNCHECKED_VALUES = [
     (["+loss.criterion.reduction=none"], "loss.criterion.reduction must be mean"),
     (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches must be a whole number >= 1"),
     (["target.stop_on_reach=maybe"], "target.stop_on_reach must be true or false, got 'maybe'"),
-    (["diagnostics=sometimes"], "diagnostics must be true or false"),
+    (["diagnostics=sometimes"], "diagnostics must be default, full, true or false"),
     (["trainer.max_steps=null"], "trainer.max_steps must be a whole number >= 1 (or -1 for no limit), got null"),
 ]
 

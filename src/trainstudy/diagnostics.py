@@ -28,6 +28,7 @@ from trainstudy.inits import INIT_LAYERS, init_layers
 from trainstudy.loggers import log_scalars
 from trainstudy.losses import StudyLoss
 from trainstudy.models import ACTIVATIONS
+from trainstudy.signalprop import full_diagnostics, preact_c, preact_q
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})
 HISTOGRAM_LIMIT = 1e20  # the largest |value| torch's SummaryWriter buckets by default (its default_bins)
@@ -92,7 +93,7 @@ def layer_statistics(model: nn.Module, loss: StudyLoss, x: torch.Tensor, y: torc
         target = (weight_std_target or {}).get(name)
         rows.append({
             "index": index, "name": name, "kind": type(layer).__name__,
-            "preact_mean": pre.mean(), "preact_std": pre.std(),
+            "preact_mean": pre.mean(), "preact_std": pre.std(), "q": preact_q(pre), "c": preact_c(pre),
             "act_mean": act.mean(), "act_std": act.std(),
             "grad_std": grad.std(), "grad_norm": grad.norm(),
             "weight_std": layer.weight.detach().std(),
@@ -125,8 +126,10 @@ class InitDiagnostics(Callback):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, weight_std_target: dict[str, float | None],
                  grad_norm_every: int = 50, end_logged_at: int | None = None, histogram_every: int | None = None,
-                 untimed: Callable[[L.LightningModule], AbstractContextManager[None]] | None = None):
+                 untimed: Callable[[L.LightningModule], AbstractContextManager[None]] | None = None,
+                 full: bool = False):
         self.x, self.y, self.targets = x, y, weight_std_target
+        self.full, self.hessian = full, None  # diagnostics=full: Jacobian spectra and the Hessian (signalprop)
         self.grad_norm_every = grad_norm_every
         self.histogram_every = histogram_every  # None: histograms at init and at the end only
         # the training clock's pause (ConvergenceTracker.untimed): histograms are not training time
@@ -136,10 +139,10 @@ class InitDiagnostics(Callback):
         self.layers: list[dict[str, Any]] = []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"layers": self.layers}
+        return {"layers": self.layers, "hessian": self.hessian}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.layers = state_dict["layers"]
+        self.layers, self.hessian = state_dict["layers"], state_dict.get("hessian")
 
     def _tensorboard(self, trainer: L.Trainer) -> Any | None:
         experiments = (getattr(logger, "experiment", None) for logger in trainer.loggers)
@@ -150,6 +153,9 @@ class InitDiagnostics(Callback):
             return
         x, y = self.x.to(module.device), self.y.to(module.device)
         self.layers = layer_statistics(module.model, module.loss, x, y, self.targets)
+        if self.full:
+            self.hessian = full_diagnostics(module.model, module.loss, x, y, self.layers)
+            log_scalars(trainer.loggers, {f"init/hessian_{k}": float(v) for k, v in self.hessian.items()}, step=0)
         for row in self.layers:
             log_scalars(trainer.loggers,
                         {f"init/{k}": v for k, v in row.items() if k not in ("index", "name", "kind") and v is not None},

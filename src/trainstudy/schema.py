@@ -48,7 +48,7 @@ class Rule:
     def wanted(self, value: Any) -> str:
         """What the key must be, in words: ``a whole number >= 1 (or -1 for no limit)``."""
         if self.kind == "flag":
-            text = "true or false"
+            text = ", ".join([*self.words, "true or false"])
         elif self.kind == "choice":
             text = " or ".join(self.words)
         else:
@@ -118,7 +118,7 @@ RULES: dict[str, Rule] = {
     "threads": whole(1, example="2", words=("all",)),
     "val_every_n_steps": whole(1, example="10", words=("auto",)),
     "log_every_n_steps": whole(1, example="50"),
-    "diagnostics": flag(),
+    "diagnostics": Rule("flag", "full", words=("default", "full"), note="(true: default; false: none)"),
     "compile": flag("false"),
     "progress_bar": flag(),
     "checkpoint.every_n_steps": whole(0, example="500", note="(0: never)"),

@@ -307,7 +307,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
                loggers: Sequence[Any], step: int, status: str | None, data_time: float, tb_dir: Path,
                device: torch.device | str, extra: dict[str, Any] | None = None, rank: int = 0,
                world_size: int = 1, test: dict[str, float] | None = None,
-               log_end: bool = True) -> dict[str, Any]:
+               log_end: bool = True, hessian: dict[str, Any] | None = None) -> dict[str, Any]:
     """The end of a run, ordinary or vectorized: HParams tab, then metrics.json; returns its content.
 
     ``status`` None means the run ended by itself (ok or diverged); "interrupted" skips the HParams summary,
@@ -315,6 +315,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
     Of a multi-device run, rank 0 alone writes (every rank holds the same record: see ConvergenceTracker);
     the others get the content back with ``"rank"`` set, and write nothing.
     ``test``: the test split's metrics (see measure_test), beside the conv/* ones everywhere they go.
+    ``hessian``: the loss Hessian's top eigenvalue at step 0 (diagnostics=full), beside the layers.
     """
     metrics = {**record.summary(), **(test or {})}
     params = hparams(cfg, splits)
@@ -332,7 +333,7 @@ def finish_run(cfg: DictConfig, splits: DataSplits, record: ConvergenceRecord, l
         "target": {"metric": record.metric, "value": record.target},
         "curve": record.state.curve,
         "train_loss": record.state.losses,
-        "diagnostics": {"layers": layers} if layers is not None else None,
+        "diagnostics": {"layers": layers, **({"hessian": hessian} if hessian else {})} if layers is not None else None,
         "data_time_s": data_time,
         "test_split": {"source": splits.test_source, "samples": len(splits.y_test)} if test else None,
         "tb_dir": str(tb_dir),
@@ -410,7 +411,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
                                       grad_norm_every=cfg.log_every_n_steps, end_logged_at=ended_at,
                                       histogram_every=histogram_every(planned_steps(run_cfg.trainer, steps_per_epoch)),
-                                      untimed=tracker.untimed)
+                                      untimed=tracker.untimed, full=cfg.diagnostics == "full")
         callbacks.insert(0, diagnostics)  # its step-0 work runs before the tracker starts the training clock
     if cfg.checkpoint.every_n_steps and not plan.fast_dev_run:  # a dry run leaves no checkpoint, as Lightning's
         callbacks.append(Checkpointing(out_dir / CHECKPOINT, cfg.checkpoint.every_n_steps, tracker.flush,
@@ -492,7 +493,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
                             device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
                             extra={**({} if loggers else {"tensorboard": False}),
                                    **({"metainit": metainit.summary()} if metainit else {})},
-                            log_end=trainer.global_step != ended_at)
+                            log_end=trainer.global_step != ended_at,
+                            hessian=diagnostics.hessian if diagnostics else None)
     if profiler is not None:
         for report in sorted(out_dir.glob("fit-profile*.txt")):
             say("profile of Lightning's hooks (training_step: one group of up to %d steps): %s", group, shown(report))

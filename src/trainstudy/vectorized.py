@@ -270,7 +270,7 @@ def build_member(cfg: DictConfig, splits: DataSplits, device: torch.device) -> M
     if cfg.diagnostics:
         batch = slice(0, cfg.data.batch_size)
         diagnostics = InitDiagnostics(splits.x_train[batch], splits.y_train[batch], weight_std_target,
-                                      grad_norm_every=cfg.log_every_n_steps)
+                                      grad_norm_every=cfg.log_every_n_steps, full=cfg.diagnostics == "full")
     return Member(cfg, module, record, RunView(loggers), diagnostics)
 
 
@@ -461,4 +461,5 @@ def _finish(member: Member, splits: DataSplits, status: str, data_time: float, d
     # times are the group's: its members trained side by side (conv/*time* are not one job's alone)
     return finish_run(cfg, splits, member.record, member.diagnostics.layers if member.diagnostics else None,
                       member.run.loggers, member.run.global_step, "interrupted" if interrupted else None, data_time,
-                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}}, test=test)
+                      cfg.paths.tb_dir, device, extra={"vectorized": {"members": group_size}}, test=test,
+                      hessian=member.diagnostics.hessian if member.diagnostics else None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainstudy.report import profiles
 from trainstudy.report.jobs import Group, Report, Stat
+from trainstudy.report.predictors import NOTE, predictor_rows
 from trainstudy.report.stats import Median, Observation, censored_median, median_interval, observe, paired, wilson
 
 
@@ -258,6 +259,9 @@ def render(report: Report, plots: list[str]) -> str:
         parts += ["", "## Performance profile across workloads",
                   "", "median steps to target (ratio to the workload's best) per workload; score = area under ρ(τ) "
                       "over [1, 4] / 3", "", markdown_table(*profile)]
+    predictors = predictor_rows(report)
+    parts += ["", "## Step-0 diagnostics against steps to target", "", NOTE, "", markdown_table(*predictors)] \
+        if predictors else []
     parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     parts += ["", "## Jobs", "", markdown_table(*job_rows(report)), ""]
     return "\n".join(parts)
