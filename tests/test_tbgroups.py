@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from omegaconf import OmegaConf
 from trainstudy.cli import SweepSummary, write_sweep_report
 from trainstudy.report import build_report
 from trainstudy.report.tbgroups import CURVES_FILTER, GROUPS, group_curve, tensorboard_url, write_tensorboard
+
+from test_sweeps import free_port, get  # the same server helpers as the sweep's TensorBoard test
 
 # val/acc at steps 0, 10, 20 per (init, seed); seed 2 of each init stopped at step 10 (stop_on_reach)
 CURVES = {("xavier", 0): [0.1, 0.5, 0.9], ("xavier", 1): [0.1, 0.6, 0.8], ("xavier", 2): [0.1, 0.95],
@@ -65,19 +66,6 @@ def test_group_curve_is_the_mean_and_sample_std_over_the_seeds_at_each_step(tmp_
     assert rows[0] == pytest.approx((0.1, 0.0, 3))
     loss = {step: n for step, _, _, n in group_curve(xavier, "train/loss")}
     assert min(loss) == 1 and loss[10] == 3 and loss[20] == 2  # train/loss at steps 1..n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, body: dict | None = None) -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"} if body is not None else {}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as r:
-        return json.loads(r.read())
 
 
 def test_tensorboard_serves_the_group_runs_their_layout_and_the_sweeps_hparams_columns(tmp_path: Path) -> None:
