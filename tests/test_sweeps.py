@@ -21,7 +21,7 @@ from conftest import CONF, ROOT, make_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
-from test_train import cli, scalars
+from test_train import cli, job_runs, scalars
 
 from trainstudy.inits import STRATEGIES
 from trainstudy.report import best_of_rows, build_report, job_rows
@@ -110,7 +110,7 @@ def test_preset_cfg_job_and_a_shortened_run(name: str, tmp_path: Path, data_dir:
     results = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(results) == n_jobs
     assert {r["status"] for r in results} <= {"ok", "diverged"}
-    runs = sorted(p.name for p in (sweep / "tb").iterdir())
+    runs = job_runs(sweep / "tb")
     assert len(runs) == n_jobs, runs  # named by what the preset varies: no job0, job1, ...
     assert all({part.split("=")[0] for part in run.split(",")} == set(varied) for run in runs), runs
     report = build_report(sweep)
@@ -246,7 +246,7 @@ def test_submitit_local_runs_the_cluster_code_path(tmp_path: Path, data_dir: Pat
     assert (sweep / ".submitit").is_dir()
     results = {json.loads(p.read_text())["status"]: p.parent.name for p in sweep.glob("*/metrics.json")}
     assert sorted(results) == ["failed", "ok"] and sorted(results.values()) == ["0", "1"]
-    assert [p.name for p in (sweep / "tb").iterdir()] == ["optim.lr=0.05"]
+    assert job_runs(sweep / "tb") == ["optim.lr=0.05"]
     assert "train/loss" in scalars(sweep / "tb" / "optim.lr=0.05")
 
 

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from trainstudy import train as train_mod
 from trainstudy.errors import UserError
 from trainstudy.losses import RULES
+from trainstudy.report.tbgroups import GROUPS
 from trainstudy.models import build_model
 from trainstudy.train import train
 
@@ -33,6 +34,13 @@ def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def job_runs(tb: Path) -> list[str]:
+    """The jobs' own TensorBoard runs in a sweep's tb/: its folders less the groups' (tbgroups.GROUPS); the sweep's
+    HParams experiment is a file there."""
+    return sorted(p.name for p in tb.iterdir() if p.is_dir() and p.name != GROUPS)
+
 
 
 @pytest.mark.parametrize(("task", "loss"), PAIRS, ids=[f"{t}-{l}" for t, l in PAIRS])
@@ -105,7 +113,7 @@ def test_cli_sweep_puts_runs_side_by_side_with_readable_names(tmp_path: Path, da
                 "val_every_n_steps=2"], tmp_path, data_dir)
     assert proc.returncode == 0, proc.stderr
     tb_root = next((tmp_path / "outputs" / "multirun").glob("*/*/tb"))
-    names = sorted(p.name for p in tb_root.iterdir())
+    names = job_runs(tb_root)
     assert names == ["init=kaiming_normal", "init=xavier_uniform"]
     for name in names:
         assert "train/loss" in scalars(tb_root / name)

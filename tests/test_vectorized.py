@@ -14,7 +14,7 @@ import torch
 from conftest import make_cfg
 from omegaconf import open_dict
 from test_sweeps import sweep_dirs
-from test_train import cli, scalars
+from test_train import cli, job_runs, scalars
 
 from trainstudy import vectorized
 from trainstudy.data import load_data
@@ -193,7 +193,7 @@ def test_launcher_leaves_what_the_basic_launcher_leaves_and_skips_finished_jobs(
     assert basic.returncode == vec.returncode == 1, vec.stderr[-3000:]  # the lr=-1 jobs fail, as they should
     assert "vectorized group of 4 jobs" in vec.stdout and "Traceback" not in vec.stdout + vec.stderr
     (b_sweep,), (v_sweep,) = sweep_dirs(tmp_path / "basic"), sweep_dirs(tmp_path / "vec")
-    assert sorted(p.name for p in (v_sweep / "tb").iterdir()) == sorted(p.name for p in (b_sweep / "tb").iterdir())
+    assert job_runs(v_sweep / "tb") == job_runs(b_sweep / "tb")
     for job in sorted(p.name for p in b_sweep.iterdir() if p.name.isdigit()):
         b, v = json.loads((b_sweep / job / "metrics.json").read_text()), \
             json.loads((v_sweep / job / "metrics.json").read_text())
@@ -214,4 +214,4 @@ def test_launcher_leaves_what_the_basic_launcher_leaves_and_skips_finished_jobs(
                 data_dir)
     assert again.returncode == 1 and again.stdout.count("finished earlier") == 4, again.stdout[-3000:]
     assert all(p.read_text() == text for p, text in finished.items())  # not trained again
-    assert len(list((v_sweep / "tb").iterdir())) == 4  # the failed jobs ran again, and still log nothing
+    assert len(job_runs(v_sweep / "tb")) == 4  # the failed jobs ran again, and still log nothing
