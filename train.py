@@ -5,7 +5,7 @@ import sys
 from trainstudy import interrupts
 
 if __name__ == "__main__":  # before the heavy imports: a Ctrl-C or SIGTERM while torch loads ends in one line
-    interrupts.install()
+    interrupts.install(interrupts.exit_process)
 
 import hydra
 from omegaconf import DictConfig

@@ -15,6 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from trainstudy import interrupts
 from trainstudy.claims import LOCK, claim_named, given
 from trainstudy.errors import (
     EXIT_USER_ERROR,
@@ -128,6 +129,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         log.warning("%s", e)
         sys.exit(128 + getattr(signal, e.signal_name))
     except Exception as e:  # noqa: BLE001 - a sweep never loses its other jobs to one job's crash
+        if (code := interrupts.exit_status()) is not None:  # the signal's exception, turned into another by
+            log.debug("stopped by %s in: %s", interrupts.first(), reason(e))  # the code it landed in
+            sys.exit(code)
         if not cfg.paths.multirun:
             raise
         log.exception("job failed")

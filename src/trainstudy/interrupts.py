@@ -2,21 +2,29 @@
 
 What the first SIGINT or SIGTERM does depends on where the process is (``during`` sets it for a block):
 
-- starting (composing, importing, loading data): one line, exit 128 + the signal; there is nothing to save;
+- starting (composing, importing, loading data): one line, exit 128 + the signal; there is nothing to save.
+  The top-level process leaves at once (``exit_process``): an exception raised from a signal handler lands
+  wherever start-up was, and library code that catches everything there (omegaconf building a config, numpy's
+  lazy attributes in the middle of an import) turns it into an unrelated traceback. A sweep's worker, whose
+  caller must hear of it, raises SystemExit (``exit_now``);
 - training: the run stops cleanly (``stop_training``): Lightning saves the checkpoint, ``train.fit`` writes an
   "interrupted" metrics.json and the process exits 128 + the signal;
 - writing a record, or waiting on a sweep's workers (``note``): it is only noted; the code that runs then
   looks at ``first()`` when it is done.
 
 Every later signal is only noted: Ctrl-C pressed twice, or a signal that reaches a sweep's worker both from
-the terminal and from the sweep's own process, stops the run as the first one did.
+the terminal and from the sweep's own process, stops the run as the first one did. Once the process exits
+(its atexit functions), later ones are ignored: Python's finalization would otherwise restore the default
+action, and a second Ctrl-C in that last fraction of a second would kill the process by the signal.
 
 Light on purpose (no torch): ``train.py`` installs it before its heavy imports.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +40,15 @@ def exit_now(sig: signal.Signals) -> None:
     """Before training: nothing to save, so one line and out (no traceback from wherever start-up was)."""
     log.warning("interrupted (%s) before training started; nothing to resume", sig.name)
     raise SystemExit(128 + sig)
+
+
+def exit_process(sig: signal.Signals) -> None:
+    """The top-level process before training: one line, this process's atexit functions (logging's flush,
+    the run folder's lock), then out with 128 + the signal, without unwinding through whatever code was
+    running (see the module's docstring)."""
+    log.warning("interrupted (%s) before training started; nothing to resume", sig.name)
+    atexit._run_exitfuncs()
+    os._exit(128 + sig)
 
 
 def note(sig: signal.Signals) -> None:
@@ -73,13 +90,31 @@ def exit_status() -> int | None:
 def install(action: Action = exit_now) -> None:
     """Handle SIGINT and SIGTERM in this process from now on; ``action`` is what the first one does outside
     any ``during`` block. Only the main thread can install signal handlers; elsewhere this does nothing."""
-    global _action
+    global _action, _quiet_registered
     try:
         for sig in SIGNALS:
             signal.signal(sig, _handle)
     except ValueError:
         return
     _action = action
+    if not _quiet_registered:  # registered first, so it runs last of the atexit functions
+        atexit.register(_ignore_later_signals)
+        _quiet_registered = True
+
+
+_quiet_registered = False
+
+
+def _ignore_later_signals() -> None:
+    """At exit, once a signal decided the exit status: later ones are ignored (not noted, since finalization
+    would reset a Python handler to the default action, which kills the process with the later signal)."""
+    if _first is None:
+        return
+    try:
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
 
 
 @contextmanager

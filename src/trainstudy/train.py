@@ -486,6 +486,10 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
             interrupted = "SIGINT"
+        except Exception:  # the KeyboardInterrupt of a signal, turned into another error by the code it hit
+            if interrupts.first() is None or trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            interrupted = interrupts.first()
         device = trainer.strategy.root_device
         test = None if interrupted else measure_test(module, splits, device)
         result = finish_run(cfg, splits, tracker.record, diagnostics.layers if diagnostics else None, loggers,

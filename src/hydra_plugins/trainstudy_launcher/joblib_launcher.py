@@ -140,11 +140,14 @@ def _run_job(stop_file: Path, idx: int, overrides: Sequence[str], *args: Any) ->
         return _not_started(overrides)
     try:
         with interrupts.during(interrupts.exit_now):
-            return execute_job(idx, overrides, *args)
+            ret = execute_job(idx, overrides, *args)
     except SystemExit:  # how a job ends that a signal stopped (its record written, or nothing started yet)
         if interrupts.first() is None:
             raise
         return _not_started(overrides)
+    if ret.status == JobStatus.FAILED and interrupts.first() is not None:  # the signal's SystemExit, turned
+        return _not_started(overrides)  # into another error by the code it landed in (Hydra caught that one)
+    return ret
 
 
 def _not_started(overrides: Sequence[str]) -> JobReturn:
