@@ -133,3 +133,18 @@ def layer_predictions(activation: str, sigma_w2: float, sigma_b2: float, q_in: f
         q, c = q_map(q, activation, sigma_w2, sigma_b2), min(c_map(c, q, activation, sigma_w2, sigma_b2), 1.0)
         out.append((q, c))
     return out
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float, low: float = 0.1, high: float = 20.0) -> float:
+    """The σ_w² of the edge of chaos (χ₁ = 1) at this σ_b², by bisection on χ₁ − 1 (χ₁ grows with σ_w²; a
+    σ_w² without a q* counts as chaotic). NaN where χ₁ = 1 is not crossed in [low, high]."""
+    def above(s: float) -> bool:
+        chi = theory(activation, s, sigma_b2).chi_1
+        return not math.isfinite(chi) or chi > 1.0
+
+    if above(low) or not above(high):
+        return math.nan
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (low, mid) if above(mid) else (mid, high)
+    return (low + high) / 2

@@ -20,6 +20,8 @@ from trainstudy.report.figures import (PLOTS, act_std_curves, act_std_figure, cu
                                        mean_train_loss, save_figure, steps_figure, train_loss_figure, write_figures)
 from trainstudy.report.jobs import (Group, Job, Report, Stat, build_report, find_jobs, planned_jobs, sort_groups,
                                     varied_keys)
+from trainstudy.report.phase import FIGURE as PHASE
+from trainstudy.report.phase import plot_phase
 from trainstudy.report.stats_figures import FRACTION_REACHED, PROFILE, plot_fraction_reached, plot_profile
 from trainstudy.report.tables import (best_of_rows, group_rows, headline, job_rows, markdown_table, render,
                                       unreadable_lines, write_csv)
@@ -53,8 +55,9 @@ def _write_files(report: Report, out: Path) -> dict[str, Path]:
     write_curves_csv(report, written["curves_csv"])
     figures = write_figures(report, out)
     written.update(figures)
-    # the statistics' figures (stats_figures.py): fraction reached per group; across workloads, the profile
-    for name, plot in ((FRACTION_REACHED, plot_fraction_reached), (PROFILE, plot_profile)):
+    # the statistics' figures (stats_figures.py): fraction reached per group; across workloads, the profile;
+    # over (sigma_w2, depth), the trainability phase diagram (phase.py)
+    for name, plot in ((PHASE, plot_phase), (FRACTION_REACHED, plot_fraction_reached), (PROFILE, plot_profile)):
         if plot(report, out / name):
             figures[name.removesuffix(".png")] = out / name
             written[name.removesuffix(".png")] = out / name

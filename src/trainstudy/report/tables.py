@@ -8,8 +8,13 @@ from pathlib import Path
 
 from trainstudy.report import profiles
 from trainstudy.report.jobs import Group, Report, Stat
+from trainstudy.report.phase import MULTIPLE, phase_rows
 from trainstudy.report.predictors import NOTE, predictor_rows
 from trainstudy.report.stats import Median, Observation, censored_median, median_interval, observe, paired, wilson
+
+PHASE_NOTE = (f"the best value of the target metric (step 0 left out), mean over seeds, per depth and σ_w²; "
+              f"below, the mean-field theory's depth scale ξ_c and the depth {MULTIPLE} ξ_c that bounds the trainable "
+              "region in Schoenholz et al. 2017 (phase_diagram.png draws it over the grid)")
 
 
 def observations(g: Group) -> dict[str, Observation]:
@@ -259,6 +264,9 @@ def render(report: Report, plots: list[str]) -> str:
         parts += ["", "## Performance profile across workloads",
                   "", "median steps to target (ratio to the workload's best) per workload; score = area under ρ(τ) "
                       "over [1, 4] / 3", "", markdown_table(*profile)]
+    phase = phase_rows(report)
+    if phase:
+        parts += ["", "## Trainability phase diagram", "", PHASE_NOTE, "", markdown_table(*phase)]
     predictors = predictor_rows(report)
     parts += ["", "## Step-0 diagnostics against steps to target", "", NOTE, "", markdown_table(*predictors)] \
         if predictors else []
