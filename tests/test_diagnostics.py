@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_cfg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainstudy.diagnostics import InitDiagnostics, histogram_every, layer_statistics, weight_ranks
+from trainstudy.diagnostics import InitDiagnostics, histogram_every, layer_statistics, weight_histogram, weight_ranks
 from trainstudy.inits import apply_init, apply_lsuv
 from trainstudy.losses import build_loss
 from trainstudy.models import mlp
@@ -95,6 +96,20 @@ def test_constant_init_collapses_hidden_layers_to_rank_one(tmp_path: Path, data_
 def test_histogram_interval_is_a_round_tenth_of_the_run() -> None:
     assert [histogram_every(n) for n in (30, 355, 1000, 7)] == [5, 50, 100, 1]
     assert histogram_every(float("inf")) is None
+
+
+def test_a_weight_histogram_counts_every_weight_in_equal_buckets() -> None:
+    w = torch.randn(300, 70, generator=torch.Generator().manual_seed(0)) * 0.05
+    h = weight_histogram(w, bins=16)
+    values = w.double().flatten().numpy()
+    edges = np.linspace(values.min(), values.max(), 17)
+    assert h["bucket_counts"] == np.histogram(values, bins=edges)[0].tolist()  # numpy's last bucket is closed too
+    assert h["bucket_limits"] == pytest.approx(edges[1:].tolist(), rel=1e-6)
+    assert sum(h["bucket_counts"]) == h["num"] == 21000
+    assert (h["min"], h["max"]) == pytest.approx((values.min(), values.max()), rel=1e-6)
+    assert (h["sum"], h["sum_squares"]) == pytest.approx((values.sum(), (values ** 2).sum()), rel=1e-4, abs=1e-4)
+    constant = weight_histogram(torch.full((4, 5), 0.25))  # the constant init: one bucket
+    assert (constant["bucket_limits"], constant["bucket_counts"], constant["min"]) == ([0.25], [20.0], 0.25)
 
 
 def test_weights_and_grad_norms_named_by_the_layer_number_init_uses(tmp_path: Path, data_dir: Path,
