@@ -30,7 +30,8 @@ from trainstudy.train import validate
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["trainer.max_steps=4", "val_every_n_steps=2"]
 SHORTER = {"fair_lr": ["optim.lr=0.1,1.0"],  # the shortened run: 2 of its lrs (every job validates above)
-           "init_benchmark": ["init=default,lsuv"]}  # its 4 workloads, 2 of its inits
+           "init_benchmark": ["init=default,lsuv"],  # its 4 workloads, 2 of its inits
+           "edge_of_chaos": ["init.sigma_w2=1.0,4.0", "model.depth=2,5"]}  # 4 of its 63 (tests/test_phase.py: more)
 STEPS = {"warmup": 51}  # a warmup of 50 steps needs a run longer than that (a shorter one is refused)
 
 
