@@ -254,3 +254,18 @@ def test_cli_resume_of_a_moved_sweep_job_keeps_its_overrides_and_tensorboard(tmp
     assert not any(o.startswith("resume=") for o in result["overrides"])
     assert not sweep.exists()  # nothing written to where the sweep was
     assert {g.name for g in build_report(moved).groups} == {"init=kaiming_normal", "init=xavier_uniform"}
+
+
+@pytest.mark.slow
+def test_a_resumed_metainit_run_does_not_learn_its_init_again(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    args = ["data=digits", "init=metainit", "init.steps=30", "val_every_n_steps=10"]
+    assert cli([*args, "trainer.max_steps=20", f"hydra.run.dir={run}"], tmp_path, data_dir).returncode == 0
+    first = json.loads((run / "metrics.json").read_text())
+    proc = cli([f"resume={run}", "trainer.max_steps=40"], tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "metainit: learned when the run began (30 steps" in proc.stderr and "not again" in proc.stderr
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["metainit"] == first["metainit"]  # its own seconds, not a second learning's
+    assert resumed["train_loss"][:20] == first["train_loss"] and len(resumed["train_loss"]) == 40
+    assert resumed["metrics"]["conv/train_time_s"] >= first["metainit"]["seconds"]  # still on the clock

@@ -296,9 +296,10 @@ def validate_init(cfg: Mapping[str, Any], n_layers: int | None = None) -> None:
 
 def apply_init(model: nn.Module, cfg: Mapping[str, Any], activation: str | None = None,
                batch: torch.Tensor | None = None, task: Any = None,
-               measured: dict[str, Any] | None = None) -> dict[str, float | None]:
+               measured: dict[str, Any] | None = None, learn: bool = True) -> dict[str, float | None]:
     """Initialize every Linear/Conv layer of ``model`` by ``cfg``, then its modifiers; return each layer's
-    aimed-for weight std (before the modifiers: the strategy's own aim).
+    aimed-for weight std (before the modifiers: the strategy's own aim). ``learn=False`` leaves metainit's
+    learning out (a resumed run, whose weights come from its checkpoint).
 
     ``activation`` is the model's nonlinearity (kaiming's gain follows it unless the config names one);
     ``batch`` is a training batch, needed by LSUV; ``task`` the random task metainit learns on (a
@@ -323,7 +324,7 @@ def apply_init(model: nn.Module, cfg: Mapping[str, Any], activation: str | None 
             if batch is None:
                 raise ValueError("init=lsuv needs a training batch")
             apply_lsuv(model, batch, tol=params["tol"], max_iter=int(params["max_iter"]))
-    if name == "metainit":
+    if name == "metainit" and learn:
         from trainstudy.metainit import learn_norms  # torch.func's higher-order autodiff, only where needed
 
         log = learn_norms(model, task, steps=params["steps"], lr=params["lr"], momentum=params["momentum"],

@@ -46,7 +46,7 @@ from trainstudy.models import build_model, layer_count, validate_model
 from trainstudy.module import StudyModule
 from trainstudy.paths import shown
 from trainstudy.progress import StepProgressBar
-from trainstudy.results import write_json
+from trainstudy.results import read_metrics, write_json
 from trainstudy.resume import (
     CHECKPOINT,
     Checkpointing,
@@ -176,10 +176,11 @@ def versions() -> dict[str, str | None]:
 
 
 def build(cfg: DictConfig, splits: DataSplits, plan: DebugPlan = DebugPlan(),
-          measured: dict[str, Any] | None = None) -> tuple[StudyModule, dict[str, float | None]]:
+          measured: dict[str, Any] | None = None, learn_init: bool = True) -> tuple[StudyModule, dict[str, float | None]]:
     """Model, init, loss and optimizer for loaded data; returns the module and each layer's aimed-for std.
     ``plan``: the run's debugging flags (a schedule spans the steps they leave); ``measured``: filled with what
-    the init measured as it ran (metainit's log)."""
+    the init measured as it ran (metainit's log); ``learn_init=False``: metainit does not learn (a resumed run
+    loads its weights from the checkpoint)."""
     task = task_of(cfg.data)
     loss = build_loss(cfg.loss, task, splits.num_classes)
     target_dim = splits.y_train.shape[1] if task == "regression" else 1
@@ -196,7 +197,8 @@ def build(cfg: DictConfig, splits: DataSplits, plan: DebugPlan = DebugPlan(),
     # metainit learns on random data of this data's shape and the run's own loss
     random_task = RandomTask(loss, splits.input_shape, None if task == "regression" else splits.num_classes,
                              target_dim) if cfg.init.name == "metainit" else None
-    targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch, random_task, measured)
+    targets = apply_init(model, cfg.init, getattr(model, "activation", None), lsuv_batch, random_task, measured,
+                         learn=learn_init)
     # Lightning's own gradient clipping and accumulation need it to take each step (automatic optimization)
     automatic = bool(cfg.trainer.get("gradient_clip_val")) or cfg.trainer.get("accumulate_grad_batches", 1) != 1
     steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
@@ -391,8 +393,11 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     data_time = time.perf_counter() - t0
     task = task_of(cfg.data)
     measured: dict[str, Any] = {}
-    module, weight_std_target = build(cfg, splits, plan, measured)
+    module, weight_std_target = build(cfg, splits, plan, measured, learn_init=not resumed)
     metainit = measured.get("metainit")
+    learned_before = None  # a resumed metainit run: what it learned when it began (its first metrics.json)
+    if resumed and cfg.init.name == "metainit":
+        learned_before = (read_metrics(Path(cfg.resume) / "metrics.json")[0] or {}).get("metainit")
     steps_per_epoch = plan.train_steps_per_epoch(-(-len(splits.x_train) // cfg.data.batch_size))
 
     target_value = cfg.target.value if cfg.target.value is not None else cfg.data.target_value
@@ -454,6 +459,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
     if metainit is not None:
         say("metainit: %d steps, gradient quotient %.4g -> %.4g, %.1f s (counted in conv/time_to_target_s)",
             len(metainit.quotients) - 1, metainit.quotients[0], metainit.quotients[-1], metainit.seconds)
+    elif resumed and cfg.init.name == "metainit":
+        say("metainit: learned when the run began%s; not again: the weights come from the checkpoint",
+            f" ({learned_before['steps']} steps, {learned_before['seconds']:.1f} s, counted)" if learned_before else "")
     say("validation every %d steps%s · %d thread%s · run folder %s", val_every,
         " (val_every_n_steps=auto)" if cfg.val_every_n_steps == "auto" else "", torch.get_num_threads(),
         "" if torch.get_num_threads() == 1 else "s", shown(out_dir))
@@ -496,7 +504,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
                             trainer.global_step, "interrupted" if interrupted else None, data_time, tb_dir,
                             device, rank=trainer.global_rank, world_size=trainer.world_size, test=test,
                             extra={**({} if loggers else {"tensorboard": False}),
-                                   **({"metainit": metainit.summary()} if metainit else {})},
+                                   **({"metainit": metainit.summary()} if metainit else
+                                      {"metainit": learned_before} if learned_before else {})},
                             log_end=trainer.global_step != ended_at,
                             hessian=diagnostics.hessian if diagnostics else None)
     if profiler is not None:
