@@ -74,6 +74,13 @@ def test_resume_extends_a_finished_run(tmp_path: Path, data_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads((run / "metrics.json").read_text())
     assert len(result["train_loss"]) == 60 and [p["step"] for p in result["curve"]] == [0, 20, 40, 60]
+    # the same numbers as one run of 60 steps: step 40 is mid-epoch (12 steps an epoch), and the extension goes
+    # on with the rest of that epoch's batches (Lightning had counted the cut epoch as completed)
+    whole = tmp_path / "whole"
+    assert cli(["data=digits", "trainer.max_steps=60", "val_every_n_steps=20", f"hydra.run.dir={whole}"],
+               tmp_path, data_dir).returncode == 0
+    once = json.loads((whole / "metrics.json").read_text())
+    assert result["train_loss"] == once["train_loss"] and result["curve"] == once["curve"]
 
 
 @pytest.mark.slow

@@ -82,10 +82,13 @@ class DeviceBatches:
         return full if self.batches_per_epoch is None else min(full, self.batches_per_epoch)
 
     def __iter__(self) -> Iterator[Steps]:
-        epoch = self.epoch()
-        perm = self.permutation(0 if self.same_batches else epoch)
         step = self.step()
         per_epoch = self.steps_per_epoch()
+        # the epoch of the data is the one the steps done are in: Lightning counts an epoch that max_steps cut
+        # short as completed, so a finished run extended by resume= would otherwise start the next epoch's
+        # order where an uninterrupted run goes on with the rest of this one
+        epoch = min(self.epoch(), step // per_epoch)
+        perm = self.permutation(0 if self.same_batches else epoch)
         # a run resumed mid-epoch goes on with the batches it had not yet seen
         done = max(0, step - epoch * per_epoch)
         indices: list[torch.Tensor] = []
