@@ -162,7 +162,8 @@ import atexit, os, signal, sys, time
 from pathlib import Path
 from trainstudy import interrupts
 interrupts.install(interrupts.{action})  # as train.py does, before its imports
-atexit.register(lambda: Path(sys.argv[1]).write_text("ran"))  # an atexit function (the run folder's lock)
+interrupts.on_exit(lambda: Path(sys.argv[1]).write_text("ran"))  # a clean-up (the run folder's claim)
+atexit.register(lambda: print("an atexit function's output"))  # not run: half-imported modules' misbehave
 
 def library_code():  # start-up code that turns whatever it meets into an error of its own (a bare except, or
     try:  # state left half-made: numpy's lazy attributes recursing mid-import, omegaconf's half-built node)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from trainstudy import interrupts
 from trainstudy.errors import UserError
 
 LOCK = ".trainstudy.lock"
@@ -40,6 +41,7 @@ def claim(folder: Path) -> None:
     os.write(fd, str(os.getpid()).encode())
     if not _held:
         atexit.register(_release_unused)
+        interrupts.on_exit(_release_unused)  # a start-up signal leaves without the atexit functions
     _held[folder] = fd
 
 

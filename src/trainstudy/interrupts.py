@@ -42,12 +42,27 @@ def exit_now(sig: signal.Signals) -> None:
     raise SystemExit(128 + sig)
 
 
+_on_exit: list[Callable[[], None]] = []
+
+
+def on_exit(fn: Callable[[], None]) -> None:
+    """Run ``fn`` too when ``exit_process`` leaves at once (the claimed run folder's clean-up). The atexit
+    functions do not run then: half-imported modules' ones misbehave (torch's FakeTensor stats printed
+    "cache_hits: 0" after the one line)."""
+    _on_exit.append(fn)
+
+
 def exit_process(sig: signal.Signals) -> None:
-    """The top-level process before training: one line, this process's atexit functions (logging's flush,
-    the run folder's lock), then out with 128 + the signal, without unwinding through whatever code was
-    running (see the module's docstring)."""
+    """The top-level process before training: one line, the ``on_exit`` functions and logging's flush, then
+    out with 128 + the signal, without unwinding through whatever code was running (see the module's
+    docstring)."""
     log.warning("interrupted (%s) before training started; nothing to resume", sig.name)
-    atexit._run_exitfuncs()
+    for fn in reversed(_on_exit):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a clean-up that fails must not keep the process from leaving
+            pass
+    logging.shutdown()
     os._exit(128 + sig)
 
 
