@@ -36,15 +36,18 @@ HISTOGRAM_POINTS = 10  # weight histograms during training: about this many, at 
 HISTOGRAM_BINS = 64    # equal-width buckets from the weights' min to max (torch.histc)
 
 
-def weight_histogram(weight: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+def weight_histogram(weight: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
     """The arguments of SummaryWriter.add_histogram_raw for ``weight``: ``bins`` equal buckets over [min, max]
     counted by torch.histc on the weight's device, with one host sync. SummaryWriter.add_histogram copies the
     tensor to numpy and fills ~1,500 exponential buckets, and its writer thread then serializes them all: with it
     the default run in ``scripts/bench.py --cases mlp-128`` (two threads, 6 sets in the run) took 1.40-1.56x the
     raw loop's epoch, with this 1.07-1.19x (three runs each, alternating). One bucket where every weight is
-    equal (a constant init)."""
+    equal (a constant init); None where a weight is not finite or beyond HISTOGRAM_LIMIT (a diverging run,
+    whose histogram would say nothing)."""
     w = weight.detach().float().flatten()
     lo, hi, total, squares = torch.stack([w.min(), w.max(), w.sum(), (w * w).sum()]).tolist()
+    if not (-HISTOGRAM_LIMIT <= lo <= hi <= HISTOGRAM_LIMIT):  # False for NaN too
+        return None
     if hi > lo:
         counts = torch.histc(w, bins=bins, min=lo, max=hi).tolist()
         limits = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)[1:].tolist()
@@ -211,8 +214,5 @@ class InitDiagnostics(Callback):
         if tb is None:
             return
         for index, (_, layer) in enumerate(init_layers(module.model), start=1):
-            # TensorBoard's buckets end at HISTOGRAM_LIMIT: weights beyond it (init.std=1e30) fall in none of
-            # them and its writer raises; such a run diverges, and its histogram would say nothing
-            if not bool(layer.weight.detach().abs().max() <= HISTOGRAM_LIMIT):
-                continue
-            tb.add_histogram_raw(f"weights/{index}", **weight_histogram(layer.weight), global_step=step)
+            if (histogram := weight_histogram(layer.weight)) is not None:
+                tb.add_histogram_raw(f"weights/{index}", **histogram, global_step=step)
