@@ -216,3 +216,19 @@ def test_threads_are_set_recorded_and_validated(tmp_path: Path, data_dir: Path) 
     for bad in ("0", "-2", "many", "1.5"):
         with pytest.raises(UserError, match="threads must be"):
             validate(make_cfg([f"threads={bad}", f"data_dir={data_dir}"]))
+
+
+def test_the_checkpointed_state_is_asdicts_and_a_copy() -> None:
+    from dataclasses import asdict
+
+    from trainstudy.convergence import ConvergenceState
+    state = ConvergenceState(losses=[2.3, 1.1, 0.7], samples=[128, 256, 384],
+                             curve=[{"step": 0, "val/loss": 2.3, "val/acc": 0.1}, {"step": 3, "val/loss": 0.6}],
+                             train_time_s=1.5, reached_step=3, reached_samples=384, reached_time_s=1.4)
+    plain = state.plain()
+    assert plain == asdict(state) and list(plain) == list(asdict(state))
+    state.losses.append(0.5)
+    state.samples.append(512)
+    state.curve[0]["val/acc"] = 0.9
+    assert plain["losses"] == [2.3, 1.1, 0.7] and plain["samples"] == [128, 256, 384]
+    assert plain["curve"][0]["val/acc"] == 0.1
