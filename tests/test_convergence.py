@@ -232,3 +232,20 @@ def test_the_checkpointed_state_is_asdicts_and_a_copy() -> None:
     state.curve[0]["val/acc"] = 0.9
     assert plain["losses"] == [2.3, 1.1, 0.7] and plain["samples"] == [128, 256, 384]
     assert plain["curve"][0]["val/acc"] == 0.1
+
+
+def test_a_checkpoint_holds_the_losses_as_tensors_and_loads_lists_too() -> None:
+    from trainstudy.convergence import ConvergenceTracker
+    tracker = ConvergenceTracker.__new__(ConvergenceTracker)
+    tracker.record = ConvergenceRecord(classification=True, target_metric="val/acc", target_value=0.9)
+    tracker.record.add_losses([2.302585124969482, 1.25, float(torch.tensor(0.1))])
+    tracker.state.samples.extend([128, 256, 384])
+    saved = tracker.state_dict()
+    assert saved["losses"].dtype == torch.float64 and saved["samples"].dtype == torch.int64
+    restored = ConvergenceTracker.__new__(ConvergenceTracker)
+    restored.record = ConvergenceRecord(classification=True, target_metric="val/acc", target_value=0.9)
+    restored.load_state_dict(saved)
+    assert restored.state == tracker.state  # every float32 loss back exactly
+    assert all(type(v) is float for v in restored.state.losses) and restored.state.samples == [128, 256, 384]
+    restored.load_state_dict(tracker.state.plain())  # a checkpoint written before (lists)
+    assert restored.state == tracker.state
