@@ -185,15 +185,15 @@ class InitDiagnostics(Callback):
         self._histograms(trainer, module, step=0)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
-        step = trainer.global_step + 1  # the update about to happen
-        if trainer.loggers and step % self.grad_norm_every == 0:
+        done = trainer.global_step  # the weights now are those after this many updates
+        step = done + 1  # the update about to happen
+        if step % self.grad_norm_every == 0 and trainer.loggers:
             norms = grad_norm(module.model, norm_type=2)  # {"grad_2.0_norm/1.weight": ..., "grad_2.0_norm_total": ...}
             names = layer_names(module.model)
             params = [k.split("/", 1)[-1] for k in norms]
             keys = ["grad/total" if k.endswith("_total") else f"grad/{names.get(p, p)}" for k, p in zip(norms, params)]
             values = torch.stack([v.float() for v in norms.values()]).tolist()  # one host sync
             log_scalars(trainer.loggers, dict(zip(keys, values)), step)
-        done = trainer.global_step  # the weights now are those after this many updates
         if self.histogram_every and done and done % self.histogram_every == 0 and trainer.loggers:
             with self.untimed(module):
                 self._histograms(trainer, module, step=done)
