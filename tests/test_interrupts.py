@@ -224,3 +224,45 @@ def test_joblib_option_is_the_stoppable_launcher() -> None:
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("trainstudy_launcher.joblib_launcher.StoppableJoblibLauncher")
     assert (cfg.hydra.launcher.n_jobs, cfg.hydra.launcher.pre_dispatch) == (2, "2*n_jobs")  # the stock keys
+
+
+AFTER_THE_RUN = """
+import os, runpy, signal, sys, time
+import trainstudy.cli as cli
+
+where = sys.argv[1]
+real = getattr(cli, where)
+
+def signalled(*args, **kwargs):  # a SIGTERM arrives while the finished run's end (or sweep's report) is written
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    return real(*args, **kwargs)
+
+setattr(cli, where, signalled)
+sys.argv = [{train!r}, *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["end_line", "write_sweep_report"])
+def test_a_signal_after_the_run_says_its_record_is_complete(where: str, tmp_path: Path, data_dir: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(AFTER_THE_RUN.format(train=str(ROOT / "train.py")))
+    sweep = where == "write_sweep_report"
+    args = [*(["-m", "seed=0", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if sweep else
+              [f"hydra.run.dir={tmp_path / 'run'}"]),
+            "data=digits", "trainer.max_steps=10", "val_every_n_steps=5", f"data_dir={data_dir}"]
+    proc = subprocess.run([sys.executable, str(script), where, *args], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and MESSAGE not in output
+    if sweep:
+        assert "interrupted (SIGTERM) while writing the sweep's report; every job's record is complete" in output
+        assert "(python scripts/report.py sweep writes the report)" in output  # the folder as the user sees it
+        record = tmp_path / "sweep" / "0" / "metrics.json"
+    else:
+        assert "interrupted (SIGTERM) after the run finished; its record is complete (" in output
+        record = tmp_path / "run" / "metrics.json"
+    assert json.loads(record.read_text())["status"] == "ok"

@@ -117,7 +117,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         if cfg.paths.multirun and (why := local_ddp_reason(cfg)) is not None:
             raise UserError(why)  # a job whose sweep varies trainer.devices: refused alone, the others go on
         validate_objective(cfg)
+        interrupts.now(interrupts.BEFORE_TRAINING)  # a sweep's next job in this process starts again
         result = train(cfg)
+        interrupts.now(f"after the run finished; its record is complete ({shown(Path(cfg.paths.output_dir))})")
     except UserError as e:
         if not cfg.paths.multirun:
             log.error("error: %s", e)
@@ -221,6 +223,8 @@ class SweepSummary(Callback):
             SweepSummary.failed |= result.get("status") == "failed"
             tensorboard |= bool(result.get("tensorboard"))
         jobs = f"{len(rows)} job" + ("" if len(rows) == 1 else "s")
+        interrupts.now(f"while writing the sweep's report; every job's record is complete (python "
+                       f"scripts/report.py {shown(sweep_dir)} writes the report)")
         report = write_sweep_report(sweep_dir) if rows else ""
         look = ""
         if tensorboard:

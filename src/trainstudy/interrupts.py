@@ -2,7 +2,8 @@
 
 What the first SIGINT or SIGTERM does depends on where the process is (``during`` sets it for a block):
 
-- starting (composing, importing, loading data): one line, exit 128 + the signal; there is nothing to save.
+- starting (composing, importing, loading data), or after a run (its end line, a sweep's report): one line
+  that says where (``now``), exit 128 + the signal; there is nothing to save.
   The top-level process leaves at once (``exit_process``): an exception raised from a signal handler lands
   wherever start-up was, and library code that catches everything there (omegaconf building a config, numpy's
   lazy attributes in the middle of an import) turns it into an unrelated traceback. A sweep's worker, whose
@@ -36,9 +37,20 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Action = Callable[[signal.Signals], None]
 
 
+BEFORE_TRAINING = "before training started; nothing to resume"
+_where = BEFORE_TRAINING
+
+
+def now(where: str) -> None:
+    """Where the process is, as the one line of ``exit_now`` and ``exit_process`` says it from here: before a
+    run (``BEFORE_TRAINING``), after one ("after the run finished: ..."), writing a sweep's report."""
+    global _where
+    _where = where
+
+
 def exit_now(sig: signal.Signals) -> None:
-    """Before training: nothing to save, so one line and out (no traceback from wherever start-up was)."""
-    log.warning("interrupted (%s) before training started; nothing to resume", sig.name)
+    """Outside training: nothing to save, so one line and out (no traceback from wherever the process was)."""
+    log.warning("interrupted (%s) %s", sig.name, _where)
     raise SystemExit(128 + sig)
 
 
@@ -53,10 +65,10 @@ def on_exit(fn: Callable[[], None]) -> None:
 
 
 def exit_process(sig: signal.Signals) -> None:
-    """The top-level process before training: one line, the ``on_exit`` functions and logging's flush, then
+    """The top-level process outside training: one line, the ``on_exit`` functions and logging's flush, then
     out with 128 + the signal, without unwinding through whatever code was running (see the module's
     docstring)."""
-    log.warning("interrupted (%s) before training started; nothing to resume", sig.name)
+    log.warning("interrupted (%s) %s", sig.name, _where)
     for fn in reversed(_on_exit):
         try:
             fn()
