@@ -202,4 +202,27 @@ def test_workloads_with_other_targets_name_no_single_metric(tmp_path: Path) -> N
             path.write_text(text)
     report = build_report(root)
     assert group_rows(report)[0][4] == "best target metric"
-    assert headline(report).endswith("sorted by steps to target")
+    assert headline(report).endswith("sorted by median steps to target")
+
+
+def _group(name: str, seeds: list[tuple[float, bool]]) -> "Group":
+    """A group of finished seeds: (steps to target where reached, else the steps it trained; reached)."""
+    from trainstudy.report.jobs import Group, Job
+    jobs = [Job(Path(f"{name}/{i}"), [f"init={name}", f"seed={i}"],
+                {"status": "ok", "metrics": {"conv/reached": reached, "conv/steps_observed": steps,
+                                             "conv/steps_to_target": steps if reached else None},
+                 "curve": [{"step": 0, "val/acc": 0.1}, {"step": steps, "val/acc": 0.96 if reached else 0.5}],
+                 "target": {"metric": "val/acc"}})
+            for i, (steps, reached) in enumerate(seeds)]
+    return Group(f"init={name}", {"init": name}, jobs)
+
+
+def test_groups_are_ranked_by_the_censored_median_not_the_mean_of_those_that_reached() -> None:
+    from trainstudy.report.jobs import sort_groups
+    lucky = _group("lucky", [(100, True), (400, False), (400, False)])    # 1 of 3, fast: median > 400
+    steady = _group("steady", [(150, True), (160, True), (170, True)])   # 3 of 3: median 160
+    most = _group("most", [(120, True), (160, True), (400, False)])      # 2 of 3: median 160, fewer reached
+    never = _group("never", [(400, False)] * 3)
+    order = [g.name for g in sort_groups([lucky, never, most, steady], "val/acc")]
+    assert order == ["init=steady", "init=most", "init=lucky", "init=never"]
+    assert lucky.steps.mean < most.steps.mean < steady.steps.mean  # the old order was the reverse

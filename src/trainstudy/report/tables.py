@@ -198,7 +198,7 @@ def job_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 def best_of_rows(report: Report) -> tuple[list[str], list[list[str]]] | None:
     """For each setting of the other varied keys, the value of ``best_of`` that did best (fair_lr's answer).
 
-    Best = most seeds reaching the target, then fewest mean steps, then the best value (the table's order).
+    Best = most seeds reaching the target, then the table's order (censored median steps, see sort_groups).
     """
     key = report.best_of
     if not key or key not in report.varied:
@@ -228,8 +228,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def headline(report: Report) -> str:
     """Which folder, which target, how many jobs are in and how many are still missing."""
-    target = f"steps to {report.metric} {'≥' if report.metric == 'val/acc' else '≤'} {report.target:g}" \
-        if report.metric and report.target is not None and not mixed_targets(report) else "steps to target"
+    target = f"median steps to {report.metric} {'≥' if report.metric == 'val/acc' else '≤'} {report.target:g}" \
+        if report.metric and report.target is not None and not mixed_targets(report) else "median steps to target"
     total = report.finished + report.missing
     line = f"{report.finished} of {total} jobs finished" if report.missing else f"{report.finished} jobs"
     if report.missing:
