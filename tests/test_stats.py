@@ -205,7 +205,7 @@ def test_workloads_with_other_targets_name_no_single_metric(tmp_path: Path) -> N
     assert headline(report).endswith("sorted by median steps to target")
 
 
-def _group(name: str, seeds: list[tuple[float, bool]]) -> "Group":
+def _group(name: str, seeds: list[tuple[float, bool]]):  # -> report.jobs.Group
     """A group of finished seeds: (steps to target where reached, else the steps it trained; reached)."""
     from trainstudy.report.jobs import Group, Job
     jobs = [Job(Path(f"{name}/{i}"), [f"init={name}", f"seed={i}"],

@@ -137,3 +137,12 @@ def test_a_run_writes_through_it_by_default(tmp_path: Path) -> None:
     cfg = make_cfg([], tmp_path)
     (logger,) = build_loggers(cfg, tmp_path / "tb")
     assert type(logger) is tbevents.TensorBoardLogger
+
+
+def test_a_remote_store_gets_tensorboards_own_writer() -> None:
+    import fsspec
+    logger = tbevents.TensorBoardLogger("memory://trainstudy-tb", name="", version="")
+    assert type(logger.experiment).__module__ == "torch.utils.tensorboard.writer"  # not this module's
+    logger.log_metrics({"train/loss": 0.5, "train/lr": 0.1}, step=1)
+    logger.finalize("success")
+    assert any("events.out.tfevents" in f for f in fsspec.filesystem("memory").find("/trainstudy-tb"))
