@@ -81,10 +81,6 @@ class EventFile:
     def get_logdir(self) -> str:
         return self._logdir
 
-    @property
-    def path(self) -> str:
-        return self._path
-
     def add_event(self, event: Event) -> None:
         if not isinstance(event, Event):
             raise TypeError(f"Expected an event_pb2.Event proto, but got {type(event)}")

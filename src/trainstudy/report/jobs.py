@@ -271,12 +271,14 @@ def sort_groups(groups: list[Group], metric: str | None) -> list[Group]:
     than half reached it comes after every group where half did: a mean over the seeds that reached it would put
     1 of 3 seeds at 100 steps before 3 of 3 at 150); ties by the fraction that reached it, then by the mean steps
     over those; the groups where none did by their best value; then groups with no trained job."""
-    from trainstudy.report.stats import censored_median, observe  # scipy: only when a report is built
+    # the table's own observations and median (imported here: tables imports this module; stats brings scipy)
+    from trainstudy.report.stats import censored_median
+    from trainstudy.report.tables import observations
 
     sign = -1 if metric == "val/acc" else 1
 
     def key(g: Group) -> tuple:
-        obs = [o for j in g.trained if (o := observe(j.metrics, j.status)) is not None]
+        obs = list(observations(g).values())
         median = censored_median(obs).value if obs else math.inf
         fraction = g.reached / len(g.trained) if g.trained else 0.0
         steps, best = g.steps.mean, g.best.mean
