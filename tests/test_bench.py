@@ -192,6 +192,20 @@ def test_bench_case_runs_every_variant_on_the_same_numbers(tmp_path: Path, monke
     assert "x raw" in bench.table(rows)
 
 
+def test_bench_raw_loop_steps_the_runs_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With scheduler=cosine every variant trains by the run's schedule: raw's losses stay trainstudy's."""
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")
+    fake_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", n_train=400)
+    staged = bench.stage_fashion_mnist(bench.find_fashion_mnist(tmp_path / "data"), tmp_path / "staged")
+    case = bench.Case("mlp", 16)
+    cfg = make_cfg([*case.overrides(), f"data_dir={staged}", "trainer.accelerator=cpu", "scheduler=cosine",
+                    "optim.lr=0.5"])
+    rows, agreement = bench.run_case(case, cfg, rounds=1, epochs=1, out_dir=tmp_path / "runs",
+                                     variants=("raw", "trainstudy", "tensors"))
+    assert [r.variant for r in rows] == ["raw", "trainstudy", "tensors"]
+    assert agreement == 0.0  # a raw loop at a constant lr parts from trainstudy's losses after the first step
+
+
 def test_bench_says_how_to_get_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")
     with pytest.raises(Exception, match="apt-get install dataset-fashion-mnist"):

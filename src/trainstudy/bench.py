@@ -1,7 +1,8 @@
 """How fast trainstudy trains next to a hand-written PyTorch loop and the usual Lightning DataLoader habit.
 
-Every variant trains the same model from the same initial weights with the same optimizer and batch size on the
-same training samples (Fashion-MNIST's training files minus trainstudy's validation split):
+Every variant trains the same model from the same initial weights with the same optimizer, learning-rate schedule
+(``scheduler=``, stepped every update) and batch size on the same training samples (Fashion-MNIST's training files
+minus trainstudy's validation split):
 
 - **raw**: a plain loop over the device tensors, batches cut by the seeded permutation trainstudy uses;
 - **trainstudy**: ``train(cfg)`` as a user runs it, TensorBoard logging, convergence tracking and init diagnostics
@@ -39,6 +40,7 @@ from trainstudy import datasets
 from trainstudy.data import DataSplits, load_data, split_indices
 from trainstudy.datamodule import DeviceBatches
 from trainstudy.errors import UserError
+from trainstudy.schedulers import SchedulerFactory, configure
 from trainstudy.train import build, train
 
 VARIANTS = ("raw", "trainstudy", "dataloader", "tensors")
@@ -202,21 +204,28 @@ def _peak_memory(device: torch.device) -> int:
 # ------------------------------------------------------------------------------------------ the variants
 
 
-def _initial(cfg: DictConfig, splits: DataSplits):
-    """The module train(cfg) starts from: seeded the same way, so the same initial weights."""
+def _initial(cfg: DictConfig, splits: DataSplits, epochs: int):
+    """The module train(cfg) starts from when it trains ``epochs`` epochs: seeded the same way, so the same
+    initial weights, and the same schedule (a cosine's length is the run's)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = epochs
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return build(cfg, splits)[0]
 
 
-def raw_epochs(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, losses: list[float]) -> Iterator[None]:
-    """A plain PyTorch loop, one epoch per next(). The model, optimizer and tensors are set up here, before the
-    first next(), from the same seeded build as train(cfg)'s. The first epoch's losses go to ``losses`` (to check
-    that it trains exactly as trainstudy does)."""
-    module = _initial(cfg, splits)
+def raw_epochs(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int,
+               losses: list[float]) -> Iterator[None]:
+    """A plain PyTorch loop, one epoch per next() (of ``epochs``: a schedule's length). The model, optimizer,
+    schedule (``scheduler=``, stepped after every update) and tensors are set up here, before the first next(),
+    from the same seeded build as train(cfg)'s. The first epoch's losses go to ``losses`` (to check that it trains
+    exactly as trainstudy does)."""
+    module = _initial(cfg, splits, epochs)
     model, loss_fn = module.model.to(timer.device), module.loss
     if cfg.get("compile"):
         model.compile()
     optimizer = instantiate(cfg.optim)(model.parameters())
+    scheduler = module.scheduler_factory(optimizer) if module.scheduler_factory else None
     x, y = splits.x_train.to(timer.device), splits.y_train.to(timer.device)
     bs = cfg.data.batch_size
     order = DeviceBatches(x, y, bs, cfg.seed, epoch=lambda: 0)  # only for its seeded permutation
@@ -235,6 +244,8 @@ def raw_epochs(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, losses: l
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 if epoch == 0:
                     first.append(loss.detach())
             timer.stop()
@@ -259,11 +270,13 @@ def run_trainstudy(timer: EpochTimer, cfg: DictConfig, epochs: int, out_dir: Pat
 
 
 class DataLoaderModule(L.LightningModule):
-    """The common pattern: automatic optimization, ``self.log`` of the loss every step."""
+    """The common pattern: automatic optimization, ``self.log`` of the loss every step, the run's schedule (if
+    any) stepped by Lightning every step."""
 
-    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer]):
+    def __init__(self, model: torch.nn.Module, loss: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: SchedulerFactory | None = None):
         super().__init__()
-        self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.model, self.loss, self.optimizer_factory, self.scheduler_factory = model, loss, optimizer, scheduler
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -271,8 +284,8 @@ class DataLoaderModule(L.LightningModule):
         self.log("train/loss", loss)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+    def configure_optimizers(self) -> Any:
+        return configure(self.optimizer_factory(self.model.parameters()), self.scheduler_factory, automatic=True)
 
 
 def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epochs: int, out_dir: Path,
@@ -283,7 +296,7 @@ def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epoch
     from torchvision import datasets as tv_datasets
     from torchvision import transforms
 
-    module = _initial(cfg, splits)
+    module = _initial(cfg, splits, epochs)
     if in_memory:
         dataset: torch.utils.data.Dataset = torch.utils.data.TensorDataset(splits.x_train, splits.y_train)
     else:
@@ -305,7 +318,8 @@ def run_dataloader(timer: EpochTimer, cfg: DictConfig, splits: DataSplits, epoch
         logger=TensorBoardLogger(str(out_dir), name="", version=""), callbacks=[EpochClock(timer)],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0)
-    trainer.fit(DataLoaderModule(model, module.loss, instantiate(cfg.optim)), train_dataloaders=loader)
+    trainer.fit(DataLoaderModule(model, module.loss, instantiate(cfg.optim), module.scheduler_factory),
+                train_dataloaders=loader)
 
 
 # ------------------------------------------------------------------------------------------ one case
@@ -358,7 +372,7 @@ def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Pat
     def together(out: Path) -> None:
         first: list[float] = []  # filled by raw's first epoch
         losses.setdefault("raw", first)
-        raw = raw_epochs(timer("raw"), cfg, splits, first) if "raw" in variants else None
+        raw = raw_epochs(timer("raw"), cfg, splits, epochs + 1, first) if "raw" in variants else None
         if "trainstudy" in variants:
             trained = run_trainstudy(timer("trainstudy"), cfg, epochs + 1, out / "trainstudy", raw)
             losses.setdefault("trainstudy", trained)
