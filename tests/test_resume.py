@@ -21,7 +21,7 @@ from test_train import cli, scalars
 
 from trainstudy.errors import UserError
 from trainstudy.report import build_report
-from trainstudy.resume import CHECKPOINT, read_checkpoint_info, resume_argv
+from trainstudy.resume import CHECKPOINT, read_checkpoint_info, resume_argv, tensor_checksum
 from trainstudy.sweeps import recorded_overrides
 from trainstudy.train import RunInterrupted, train
 
@@ -121,7 +121,7 @@ def test_a_bit_flipped_checkpoint_is_refused(where: str, tmp_path: Path, data_di
     run = tmp_path / "run"
     assert read_checkpoint_info(run)["global_step"] == 4  # as written: its checksum matches
     payload = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
-    assert len(payload["trainstudy"]["tensor_sha256"]) == 64
+    assert len(payload["trainstudy"]["tensor_crc32c"]) == 8
     tensor = (next(t for t in payload["state_dict"].values() if t.numel() >= 64) if where == "weights" else
               next(s["momentum_buffer"] for s in payload["optimizer_states"][0]["state"].values()
                    if s["momentum_buffer"].numel() >= 64))
@@ -130,6 +130,24 @@ def test_a_bit_flipped_checkpoint_is_refused(where: str, tmp_path: Path, data_di
     with pytest.raises(UserError, match=r"checkpoint .*last.ckpt is damaged \(checksum mismatch\)") as error:
         read_checkpoint_info(run)
     assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_with_the_older_sha256_checksum_is_still_checked(tmp_path: Path, data_dir: Path) -> None:
+    """Checkpoints written before CRC-32C carried a sha256: they load, and a damaged one is still refused."""
+    cfg = make_cfg(["data=digits", f"data_dir={data_dir}", "trainer.max_steps=2", "val_every_n_steps=2",
+                    "optim.momentum=0.9", "progress_bar=false"], tmp_path)
+    train(cfg)
+    run = tmp_path / "run"
+    payload = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    info = payload["trainstudy"]
+    del info["tensor_crc32c"]
+    field, info["tensor_sha256"] = tensor_checksum(payload, "sha256")
+    assert field == "tensor_sha256" and len(info["tensor_sha256"]) == 64
+    torch.save(payload, run / CHECKPOINT)
+    assert read_checkpoint_info(run)["global_step"] == 2
+    flip_a_bit(run / CHECKPOINT, next(t for t in payload["state_dict"].values() if t.numel() >= 64))
+    with pytest.raises(UserError, match=r"is damaged \(checksum mismatch\)"):
+        read_checkpoint_info(run)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainstudy.data import DataSplits
 from trainstudy.errors import UserError
 from trainstudy.module import StudyModule
-from trainstudy.resume import CHECKPOINT, tensor_checksum
+from trainstudy.resume import CHECKPOINT, checksum_matches
 
 SPLITS = ("train", "val", "test")
 
@@ -70,8 +70,7 @@ def load_run(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[S
         payload: dict[str, Any] = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same problem for the user
         raise UserError(f"cannot read {ckpt} ({type(e).__name__}); it is damaged") from None
-    info = payload.get("trainstudy", {})
-    if "tensor_sha256" in info and info["tensor_sha256"] != tensor_checksum(payload):
+    if not checksum_matches(payload):
         raise UserError(f"checkpoint {ckpt} is damaged (checksum mismatch); its weights can't be trusted")
     if "cfg" not in payload.get("hyper_parameters", {}):
         raise UserError(f"{ckpt} was written before checkpoints carried their run's configuration; "
