@@ -112,6 +112,17 @@ def test_a_weight_histogram_counts_every_weight_in_equal_buckets() -> None:
     assert (constant["bucket_limits"], constant["bucket_counts"], constant["min"]) == ([0.25], [20.0], 0.25)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_weight_histogram_buckets_are_torch_histc_s(seed: int) -> None:
+    """Counted with bincount, the buckets are histc's, values on a bucket's edge and the maximum included."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(5000 + 997 * seed, generator=g) * (0.01 + seed)
+    if seed % 2:
+        w = (w * 8).round() / 8  # many weights exactly on bucket edges
+    counts = weight_histogram(w)["bucket_counts"]
+    assert counts == torch.histc(w, bins=len(counts), min=w.min().item(), max=w.max().item()).tolist()
+
+
 def test_weights_and_grad_norms_named_by_the_layer_number_init_uses(tmp_path: Path, data_dir: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     write = InitDiagnostics._histograms

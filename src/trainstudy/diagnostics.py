@@ -38,7 +38,7 @@ HISTOGRAM_BINS = 64    # equal-width buckets from the weights' min to max (torch
 
 def weight_histogram(weight: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
     """The arguments of SummaryWriter.add_histogram_raw for ``weight``: ``bins`` equal buckets over [min, max]
-    counted by torch.histc on the weight's device, with one host sync. SummaryWriter.add_histogram copies the
+    (torch.histc's) counted on the weight's device, with one host sync. SummaryWriter.add_histogram copies the
     tensor to numpy and fills ~1,500 exponential buckets, and its writer thread then serializes them all: with it
     the default run in ``scripts/bench.py --cases mlp-128`` (two threads, 6 sets in the run) took 1.40-1.56x the
     raw loop's epoch, with this 1.07-1.19x (three runs each, alternating). One bucket where every weight is
@@ -48,8 +48,10 @@ def weight_histogram(weight: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[s
     lo, hi, total, squares = torch.stack([w.min(), w.max(), w.sum(), (w * w).sum()]).tolist()
     if not (-HISTOGRAM_LIMIT <= lo <= hi <= HISTOGRAM_LIMIT):  # False for NaN too
         return None
-    if hi > lo:
-        counts = torch.histc(w, bins=bins, min=lo, max=hi).tolist()
+    if hi > lo:  # torch.histc's buckets, with its formula; bincount counts them in 0.6 ms where histc takes
+        # 1.6 ms (200,704 weights, CPU)
+        index = ((w - lo) * bins / (hi - lo)).to(torch.int64).clamp_(max=bins - 1)
+        counts = torch.bincount(index, minlength=bins).float().tolist()
         limits = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)[1:].tolist()
     else:
         counts, limits = [float(w.numel())], [hi]

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainstudy import __version__, interrupts
+from trainstudy import __version__, checkpoint_io, interrupts
 from trainstudy.callbacks import build_callbacks, checkpointing, validate_callbacks
 from trainstudy.convergence import ConvergenceRecord, ConvergenceTracker
 from trainstudy.data import DataSplits, load_data, validate_data_cfg
@@ -449,6 +449,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict[str
         # then act at on_validation_end, which the tracker calls (Lightning's own loop never runs: no val batches)
         check_val_every_n_epoch=None, val_check_interval=val_every,
         default_root_dir=str(out_dir)), run_cfg.trainer)
+    checkpoint_io.install(trainer)  # local checkpoint saves without fsspec's copies (a user's CheckpointIO stays)
     n_params = sum(p.numel() for p in module.parameters())
     say = log.info if rank_zero_only.rank == 0 else log.debug  # of a multi-device run, rank 0 speaks
     say("data %s (%s): %d train / %d val / %d test (%s), %s task", splits.name, splits.source,
