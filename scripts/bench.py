@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
                     f"threads={args.threads or 'all'}", *overrides])
             case_rows, agreement = bench.run_case(case, cfg, rounds, epochs, work / "runs", args.workers, variants)
             rows += case_rows
-            raw = next((r.seconds for r in case_rows if r.variant == "raw"), None)
+            raw = next((r for r in case_rows if r.variant == "raw"), None)
             report["cases"].append({"case": case.name, "overrides": [*case.overrides(), *overrides],
                                     "raw_vs_trainstudy_first_epoch_max_loss_diff": agreement,
                                     "rows": [bench.row_json(r, raw) for r in case_rows]})
@@ -119,7 +119,8 @@ def main(argv: list[str]) -> int:
         print()
         print(bench.table(rows))
         print(f"epoch s: median training time per epoch (trainstudy: its validation passes left out; 'with val s' "
-              f"keeps them); cpu s: the process's CPU seconds per epoch (validation left out too); peak mem: "
+              f"keeps them); x raw: the ratio of the medians; paired: the median of trainstudy's epoch over the "
+              f"raw epoch timed next to it; cpu s: the process's CPU seconds per epoch (validation left out too); peak mem: "
               f"{'CUDA allocated' if cuda else 'process RSS'}. "
               f"load average {report['load_average_before']} -> {report['load_average_after']}")
         if args.extras:

@@ -4,6 +4,7 @@ step, compile and bf16-mixed run, and the benchmark runs (its timings are never 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -190,6 +191,11 @@ def test_bench_case_runs_every_variant_on_the_same_numbers(tmp_path: Path, monke
     assert all(len(r.epochs) == 2 and r.seconds > 0 for r in rows)  # one timed epoch per round
     assert agreement == 0.0  # raw and trainstudy trained the same model on the same batches
     assert "x raw" in bench.table(rows)
+    raw, trainstudy = rows[0], rows[1]
+    expected = statistics.median(t.seconds / r.seconds for t, r in zip(trainstudy.epochs, raw.epochs))
+    assert bench.paired_ratio(trainstudy, raw) == expected
+    assert bench.row_json(trainstudy, raw)["paired_ratio_to_raw"] == expected
+    assert bench.paired_ratio(rows[2], raw) is None  # the DataLoader variants don't run next to raw
 
 
 def test_bench_raw_loop_steps_the_runs_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -403,22 +403,36 @@ def run_case(case: Case, cfg: DictConfig, rounds: int, epochs: int, out_dir: Pat
 # ------------------------------------------------------------------------------------------ the table
 
 
+def paired_ratio(r: Row, raw: Row | None) -> float | None:
+    """trainstudy's: the median over its timed epochs of each one's time over raw's epoch run next to it (the
+    i-th of each: see EpochClock). A pair sees the machine in one state, so drift over the process (raw's own
+    epochs have ranged 0.6-1.2 s in one run on a shared 2-core machine) cancels out of each ratio. None for the
+    other variants, which run before or after, not next to, raw."""
+    if raw is None or r.variant != "trainstudy" or len(r.epochs) != len(raw.epochs):
+        return None
+    return statistics.median(a.seconds / b.seconds for a, b in zip(r.epochs, raw.epochs))
+
+
 def table(rows: list[Row]) -> str:
-    """Median epoch time, samples/s and ratio to raw per case and variant."""
-    raw = {r.case: r.seconds for r in rows if r.variant == "raw"}
-    lines = [f"{'case':<9} {'variant':<11} {'epoch s':>8} {'samples/s':>10} {'x raw':>6} {'with val s':>10} "
-             f"{'cpu s':>6} {'peak mem':>9}"]
+    """Median epoch time, samples/s and ratio to raw per case and variant (and trainstudy's paired ratio)."""
+    raw = {r.case: r for r in rows if r.variant == "raw"}
+    lines = [f"{'case':<9} {'variant':<11} {'epoch s':>8} {'samples/s':>10} {'x raw':>6} {'paired':>6} "
+             f"{'with val s':>10} {'cpu s':>6} {'peak mem':>9}"]
     for r in rows:
-        ratio = f"{r.seconds / raw[r.case]:.2f}" if r.case in raw else "-"
+        ratio = f"{r.seconds / raw[r.case].seconds:.2f}" if r.case in raw else "-"
+        paired = paired_ratio(r, raw.get(r.case))
         with_val = f"{r.wall:.3f}" if r.variant == "trainstudy" else ""
         lines.append(f"{r.case:<9} {r.variant:<11} {r.seconds:8.3f} {r.samples / r.seconds:10,.0f} {ratio:>6} "
-                     f"{with_val:>10} {r.cpu:6.2f} {r.peak_bytes / 2**20:7.0f} M")
+                     f"{'' if paired is None else f'{paired:.2f}':>6} {with_val:>10} {r.cpu:6.2f} "
+                     f"{r.peak_bytes / 2**20:7.0f} M")
     return "\n".join(lines)
 
 
-def row_json(r: Row, raw_seconds: float | None) -> dict[str, Any]:
+def row_json(r: Row, raw: Row | None) -> dict[str, Any]:
+    raw_seconds = raw.seconds if raw is not None else None
     return {"case": r.case, "variant": r.variant, "median_epoch_s": r.seconds, "median_epoch_with_val_s": r.wall,
             "samples_per_s": r.samples / r.seconds, "ratio_to_raw": r.seconds / raw_seconds if raw_seconds else None,
+            "paired_ratio_to_raw": paired_ratio(r, raw),
             "peak_memory_bytes": r.peak_bytes, "train_samples": r.samples,
             "median_epoch_cpu_s": r.cpu, "epochs_s": [e.seconds for e in r.epochs],
             "epochs_with_val_s": [e.wall for e in r.epochs],
