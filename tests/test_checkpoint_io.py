@@ -107,3 +107,14 @@ def test_a_run_saves_through_it(tmp_path: Path, data_dir: Path) -> None:
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 10
     assert len(list((checkpoints / "model_checkpoint").glob("best-*.ckpt"))) == 1
     assert not list(checkpoints.rglob("*.tmp"))
+
+
+def test_the_cost_script_times_every_case() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "io_cost.py"), "--rounds", "2"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = [line for line in out.splitlines() if line.rstrip().endswith(" ms")]
+    assert len(lines) == 8 and any("LocalCheckpointIO" in line for line in lines)
