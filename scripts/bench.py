@@ -120,8 +120,8 @@ def main(argv: list[str]) -> int:
         print(bench.table(rows))
         print(f"epoch s: median training time per epoch (trainstudy: its validation passes left out; 'with val s' "
               f"keeps them); x raw: the ratio of the medians; paired: the median of trainstudy's epoch over the "
-              f"raw epoch timed next to it; cpu s: the process's CPU seconds per epoch (validation left out too); peak mem: "
-              f"{'CUDA allocated' if cuda else 'process RSS'}. "
+              f"raw epoch timed next to it; cpu s: the process's CPU seconds per epoch (validation left out too); "
+              f"peak mem: {'CUDA allocated' if cuda else 'process RSS'}. "
               f"load average {report['load_average_before']} -> {report['load_average_after']}")
         if args.extras:
             report["extras"] = extras(args.data_dir, work, quick=args.tiny)
